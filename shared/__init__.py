@@ -1,0 +1,1 @@
+"""Clockwork's shared library: config, volume layout, data store, registry, queue, schemas, features."""

@@ -1,0 +1,295 @@
+"""config.yaml: the one validated settings object every service loads at start-up.
+
+`load_settings(path)` returns `Settings` or raises `ConfigError` whose message is one line naming the
+file, the key and the reason. Services call `load_settings_or_exit` from `main()`.
+Only deployment values may come from the environment (see ENV_OVERRIDES).
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from shared.errors import ConfigError
+
+DEFAULT_CONFIG = "config.yaml"
+CONFIG_ENV = "CLOCKWORK_CONFIG"
+# Environment variable -> dotted config key. Deployment-specific values only.
+ENV_OVERRIDES = {
+    "CLOCKWORK_REDIS_URL": "redis.url",
+    "CLOCKWORK_VOLUME_ROOT": "volume_root",
+    "CLOCKWORK_HOST": "deployment.host",
+    "CLOCKWORK_PORT": "deployment.port",
+    "CLOCKWORK_REPLAY_URL": "monitoring.replay.url",
+}
+
+MODEL_VERSION_RE = re.compile(r"^v[0-9]+$")
+DATA_VERSION_RE = re.compile(r"^v[0-9]+_[a-z0-9_]+$")
+
+PosInt = Annotated[int, Field(gt=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+Probability = Annotated[float, Field(ge=0, le=1)]
+RelPath = Annotated[str, Field(min_length=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DriftRecipe(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
+    column: Literal["air_temperature_k", "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min"]
+    kind: Literal["offset", "scale"]
+    value: float
+    noise_std: Annotated[float, Field(ge=0)] = 0.0
+
+
+class Day2Config(_Strict):
+    seed: Annotated[int, Field(ge=0)]
+    recipes: list[DriftRecipe]
+
+    @field_validator("recipes")
+    @classmethod
+    def _unique_names(cls, v: list[DriftRecipe]) -> list[DriftRecipe]:
+        names = [r.name for r in v]
+        if len(names) != len(set(names)):
+            raise ValueError(f"recipe names must be unique, got {names}")
+        if "natural" in names:
+            raise ValueError("'natural' is reserved for the untouched later timeframe")
+        return v
+
+
+DataVersion = Annotated[str, Field(pattern=DATA_VERSION_RE.pattern)]
+
+
+class PrepVersions(_Strict):
+    raw: DataVersion
+    cleaned: DataVersion
+    split: DataVersion
+    day2: DataVersion
+
+
+class DataConfig(_Strict):
+    raw_file: RelPath
+    raw_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    processed_dir: RelPath
+    production_dir: RelPath
+    manifest: RelPath
+    versions: PrepVersions
+    version: DataVersion
+    train_rows: PosInt
+    production_rows: PosInt
+    day2: Day2Config
+
+
+class FeaturesConfig(_Strict):
+    physical: bool
+
+
+class ModelParams(_Strict):
+    algorithm: Literal["random_forest", "gradient_boosting", "logistic_regression"]
+    n_estimators: PosInt
+    max_depth: PosInt
+    learning_rate: PosFloat
+    c: PosFloat
+    class_weight: Literal["none", "balanced", "balanced_subsample"]
+    random_state: Annotated[int, Field(ge=0)]
+
+
+class TrainingConfig(_Strict):
+    validation_fraction: Fraction
+    threshold: Probability
+
+
+class RegistryConfig(_Strict):
+    dir: RelPath
+    metadata_log: RelPath
+
+
+class DeploymentConfig(_Strict):
+    model_version: Annotated[str, Field(pattern=MODEL_VERSION_RE.pattern)]
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(gt=0, lt=65536)]
+    threshold: Probability
+    max_batch_rows: PosInt
+    max_body_bytes: PosInt
+    reload_interval_s: PosFloat
+    deployment_log: RelPath
+    prediction_log_dir: RelPath
+    feedback_log_dir: RelPath
+    input_ranges: dict[str, tuple[float, float]]
+
+    @field_validator("input_ranges", mode="before")
+    @classmethod
+    def _ranges(cls, v: object) -> object:
+        from shared.features import NUMERIC_FEATURES
+
+        if not isinstance(v, dict):
+            raise ValueError("must be a mapping of feature -> [low, high]")
+        missing = set(NUMERIC_FEATURES) - set(v)
+        unknown = set(v) - set(NUMERIC_FEATURES)
+        if missing or unknown:
+            raise ValueError(f"must name exactly {NUMERIC_FEATURES}; missing {sorted(missing)}, unknown {sorted(unknown)}")
+        out = {}
+        for k, pair in v.items():
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)):
+                raise ValueError(f"{k}: must be [low, high] numbers, got {pair!r}")
+            if not pair[0] < pair[1]:
+                raise ValueError(f"{k}: low must be below high, got {pair!r}")
+            out[k] = (float(pair[0]), float(pair[1]))
+        return out
+
+
+class Thresholds(_Strict):
+    f1_drop: Probability
+    error_rate_increase: Probability
+    psi: PosFloat
+    ks_pvalue: Probability
+    chi2_pvalue: Probability
+
+
+class ReplayConfig(_Strict):
+    rate_per_s: PosFloat
+    feedback_delay_s: Annotated[float, Field(ge=0)]
+    url: Annotated[str, Field(pattern=r"^https?://")]
+
+
+class GateConfig(_Strict):
+    metric: Literal["f1", "recall", "precision"]
+    margin: Annotated[float, Field(ge=0, le=1)]
+    auto_promote: bool
+    window_size: PosInt
+
+
+class MonitoringConfig(_Strict):
+    interval_s: PosFloat
+    reports_dir: RelPath
+    state_file: RelPath
+    labelled_dir: RelPath
+    window_size: PosInt
+    min_labelled: PosInt
+    drift_min_samples: PosInt
+    thresholds: Thresholds
+    cooldown_s: Annotated[float, Field(ge=0)]
+    replay: ReplayConfig
+    gate: GateConfig
+
+
+class RedisConfig(_Strict):
+    url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")]
+    retrain_queue: Annotated[str, Field(min_length=1)]
+    processing_queue: Annotated[str, Field(min_length=1)]
+    dead_letter_queue: Annotated[str, Field(min_length=1)]
+    job_key_prefix: Annotated[str, Field(min_length=1)]
+    lease_s: PosFloat
+
+
+class Settings(_Strict):
+    volume_root: RelPath
+    data: DataConfig
+    features: FeaturesConfig
+    model_params: ModelParams
+    training: TrainingConfig
+    registry: RegistryConfig
+    deployment: DeploymentConfig
+    monitoring: MonitoringConfig
+    redis: RedisConfig
+    # Set by the loader, not by the file: where the file was, so relative paths resolve from it.
+    config_path: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
+
+    @property
+    def project_root(self) -> Path:
+        return self.config_path.resolve().parent
+
+    @property
+    def volume(self) -> Path:
+        root = Path(self.volume_root)
+        return root if root.is_absolute() else self.project_root / root
+
+    def section(self, name: str) -> dict:
+        """A config section as plain data (recorded in metadata and manifest entries)."""
+        return getattr(self, name).model_dump(mode="json")
+
+
+def resolve_config_path(cli_value: str | os.PathLike | None = None) -> Path:
+    """Option first, then $CLOCKWORK_CONFIG, then ./config.yaml."""
+    return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+
+
+def _apply_env(raw: dict, env: dict[str, str]) -> None:
+    for var, dotted in ENV_OVERRIDES.items():
+        if var not in env:
+            continue
+        value: object = env[var]
+        if dotted == "deployment.port":
+            try:
+                value = int(env[var])
+            except ValueError:
+                raise ConfigError(f"environment {var}={env[var]!r}: must be an integer port") from None
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {}) if isinstance(node, dict) else node
+        if isinstance(node, dict):
+            node[leaf] = value
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    elif "input" in first and first["type"] not in ("missing",):
+        msg = f"{msg} (got {first['input']!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {key}: {msg}{more}"
+
+
+def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None) -> Settings:
+    """Load and validate config.yaml; raise ConfigError with one line naming file, key and reason."""
+    cfg_path = resolve_config_path(path)
+    env = dict(os.environ) if env is None else env
+    if not cfg_path.is_file():
+        raise ConfigError(f"{cfg_path}: config file not found (set --config or {CONFIG_ENV})")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{cfg_path}: not valid YAML{where}: {getattr(e, 'problem', e)}") from e
+    except OSError as e:
+        raise ConfigError(f"{cfg_path}: cannot read: {e.strerror}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{cfg_path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    _apply_env(raw, env)
+    raw["config_path"] = cfg_path
+    try:
+        return _validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_error(cfg_path, e)) from e
+
+
+def _validate(raw: dict) -> Settings:
+    # Strict types: "abc" or "50" is not accepted where a number is expected.
+    raw = dict(raw)
+    cfg_path = raw.pop("config_path")
+    settings = Settings.model_validate(raw)
+    return settings.model_copy(update={"config_path": Path(cfg_path)})
+
+
+def load_settings_or_exit(path: str | os.PathLike | None = None) -> Settings:
+    """For `main()`: one clear line on stderr and exit code 2 instead of a traceback."""
+    try:
+        return load_settings(path)
+    except ConfigError as e:
+        sys.stderr.write(f"config error: {e}\n")
+        raise SystemExit(2) from None

