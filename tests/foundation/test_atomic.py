@@ -1,0 +1,57 @@
+"""Atomic writes and locked appends: nothing is written half, no line is lost or interleaved."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+
+import pytest
+
+from shared import atomic
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "f.txt"
+    atomic.atomic_write_text(target, "old")
+
+    def boom(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(atomic.os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic.atomic_write_text(target, "new content")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
+
+
+def _killed_writer(path):
+    # Dies (like kill -9) between writing the temp file and renaming it.
+    os.replace = lambda *a: os._exit(9)  # noqa: E731
+    atomic.atomic_write_bytes(path, b"x" * 1_000_000)
+
+
+def test_killed_writer_never_leaves_a_half_file(tmp_path):
+    target = tmp_path / "model.bin"
+    proc = mp.get_context("fork").Process(target=_killed_writer, args=(target,))
+    proc.start()
+    proc.join(10)
+    assert proc.exitcode == 9
+    assert not target.exists()
+
+
+def _appender(path, tag, n):
+    for i in range(n):
+        atomic.append_line(path, f"{tag}-{i}-" + "y" * 300, fsync=False)
+
+
+def test_concurrent_appends_never_interleave_or_lose_a_line(tmp_path):
+    path = tmp_path / "log.txt"
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_appender, args=(path, t, 500)) for t in "abcd"]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2000
+    assert all(line.endswith("y" * 300) and line.count("-") == 2 for line in lines)
+    assert {line.split("-")[0] for line in lines} == set("abcd")

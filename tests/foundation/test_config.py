@@ -1,0 +1,86 @@
+"""config.yaml: one validated settings object; any error stops with one line naming file, key, reason."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from shared.config import load_settings
+from shared.errors import ConfigError
+from tests.conftest import ROOT, write_project
+
+
+def _edit(path, mutate):
+    cfg = yaml.safe_load(path.read_text())
+    mutate(cfg)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def test_repository_config_is_valid():
+    s = load_settings(ROOT / "config.yaml", env={})
+    assert s.volume == ROOT / "volumes"
+    assert s.data.train_rows + s.data.production_rows == 10000
+
+
+def test_missing_config_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
+        load_settings(tmp_path / "nope.yaml", env={})
+
+
+@pytest.mark.parametrize(
+    "mutate, key, reason",
+    [
+        (lambda c: c["model_params"].update(n_estimators="abc"), "model_params.n_estimators", "integer"),
+        (lambda c: c["data"].update(train_rows=-5), "data.train_rows", "greater than 0"),
+        (lambda c: c["training"].update(validation_fraction=1.5), "training.validation_fraction", "less than 1"),
+        (lambda c: c["deployment"].update(extra_key=1), "deployment.extra_key", "unknown key"),
+        (lambda c: c.pop("redis"), "redis", "required key is missing"),
+        (lambda c: c["deployment"].update(model_version="../v1"), "deployment.model_version", "pattern"),
+        (lambda c: c["model_params"].update(algorithm="xgboost"), "model_params.algorithm", "random_forest"),
+        (lambda c: c["deployment"]["input_ranges"].update(torque_nm=[5, 1]), "deployment.input_ranges", "low must be below high"),
+    ],
+)
+def test_invalid_value_names_file_key_and_reason(tmp_path, mutate, key, reason):
+    path = write_project(tmp_path)
+    _edit(path, mutate)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message and key in message and reason in message
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = write_project(tmp_path)
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML at line"):
+        load_settings(path, env={})
+
+
+def test_environment_overrides_deployment_values_only(tmp_path):
+    path = write_project(tmp_path)
+    s = load_settings(path, env={"CLOCKWORK_REDIS_URL": "redis://:secret@redis:6379/0", "CLOCKWORK_PORT": "9001",
+                                 "CLOCKWORK_MODEL_PARAMS": "ignored"})
+    assert s.redis.url == "redis://:secret@redis:6379/0"
+    assert s.deployment.port == 9001
+    with pytest.raises(ConfigError, match="CLOCKWORK_PORT"):
+        load_settings(path, env={"CLOCKWORK_PORT": "eighty"})
+
+
+def test_paths_resolve_from_the_config_folder_not_the_working_directory(tmp_path, monkeypatch):
+    path = write_project(tmp_path / "proj")
+    monkeypatch.chdir(tmp_path)
+    assert load_settings(path, env={}).volume == (tmp_path / "proj" / "volumes").resolve()
+
+
+@pytest.mark.parametrize("service", ["prep", "trainer", "inference", "monitor"])
+def test_every_service_stops_on_a_bad_config_with_one_line(tmp_path, service):
+    path = write_project(tmp_path)
+    _edit(path, lambda c: c["model_params"].update(n_estimators="abc"))
+    proc = subprocess.run([sys.executable, "-m", f"services.{service}", "--config", str(path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"config error: {path}: model_params.n_estimators: Input should be a valid integer (got 'abc')"]
