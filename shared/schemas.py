@@ -118,3 +118,24 @@ DEPLOYMENT_LOG_COLUMNS = [
     "instance_id",
     "detail",
 ]
+
+
+class LabelledRecord(_Record):
+    """One line of the monitor's labelled file: a logged prediction joined with its late ground truth.
+
+    Written by the monitor (append-only, one writer); read back by `shared.labelled.load_labelled`.
+    """
+
+    time: str  # time of the prediction
+    request_id: str
+    model_version: str
+    type: Literal["L", "M", "H"]
+    air_temperature_k: float
+    process_temperature_k: float
+    rotational_speed_rpm: float
+    torque_nm: float
+    tool_wear_min: float
+    machine_failure: Literal[0, 1]  # the true label (feedback)
+    probability: float  # what the serving model said
+    predicted: int  # the served label
+    feedback_time: str
