@@ -27,4 +27,24 @@ def git_info(repo: str | os.PathLike | None = None) -> dict:
         status = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "dirty": None}
+        # No git binary (a slim image): read the commit from the .git folder copied into it.
+        return {"commit": _read_head(root / ".git"), "dirty": None}
+
+
+def _read_head(git_dir: Path) -> str:
+    try:
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head
+        ref = head[5:]
+        ref_file = git_dir / ref
+        if ref_file.is_file():
+            return ref_file.read_text().strip()
+        packed = git_dir / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                if line.endswith(" " + ref):
+                    return line.split(" ", 1)[0]
+    except OSError:
+        pass
+    return "unknown"
