@@ -35,3 +35,11 @@ class ModelLoadError(ClockworkError):
 
 class MessageError(ClockworkError):
     """A queue message is malformed (goes to the dead-letter queue with this reason)."""
+
+
+class ExportError(ClockworkError):
+    """A trained model could not be exported faithfully (e.g. ONNX disagrees with scikit-learn)."""
+
+
+class JobError(ClockworkError):
+    """A retrain job could not be completed (the reason is recorded in its job status)."""

@@ -139,3 +139,54 @@ class LabelledRecord(_Record):
     probability: float  # what the serving model said
     predicted: int  # the served label
     feedback_time: str
+
+
+class DataFile(_Record):
+    """A data file a model was trained from, as its manifest entry recorded it."""
+
+    path: str  # relative to the volume root
+    sha256: Sha256
+    rows: int
+
+
+class GitState(_Record):
+    commit: str
+    dirty: bool | None
+
+
+class ModelMetrics(_Record):
+    """Failure-class metrics of a model on one labelled set, at one threshold."""
+
+    rows: int
+    positives: int
+    threshold: float
+    accuracy: float
+    error_rate: float
+    precision: float
+    recall: float
+    f1: float
+    roc_auc: float | None  # None when the set holds one class only
+    log_loss: float | None
+    confusion_matrix: dict[str, int]  # {"tn", "fp", "fn", "tp"}
+    file: str | None = None  # the labelled file, when not the training hold-out
+
+
+class ModelMetadata(_Record):
+    """models/vN/metadata.json: everything needed to trace and reproduce one registered model."""
+
+    version: str
+    created_at: str
+    data_version: str
+    data_files: list[DataFile]
+    git: GitState
+    config: dict[str, Any]  # the sections used: data_version, features, model_params, training
+    feature_schema: dict[str, Any]
+    metrics: ModelMetrics  # validation hold-out, computed by running the ONNX file
+    production_metrics: ModelMetrics | None = None  # the data version's production rows, for information
+    onnx_sha256: Sha256
+    onnx_bytes: int
+    parity: dict[str, Any]  # ONNX vs scikit-learn on the validation rows
+    library_versions: dict[str, str]
+    training_seconds: float
+    trigger: dict[str, Any]  # {"kind": "command", ...} or {"kind": "message", "message_id", "reason", "evidence", ...}
+    gate: dict[str, Any] | None = None  # None when trained by command

@@ -1,0 +1,146 @@
+"""scikit-learn model -> one self-contained ONNX file: raw readings in, failure probability out.
+
+The file is three graphs merged with onnx.compose.merge_models:
+  front    readings [N, 6] -> features [N, F]   (shared.features.engineer, in ONNX ops)
+  model    features -> probabilities [N, 2]     (skl2onnx, zipmap off)
+  tail     probabilities -> probability [N, 1]  (column of class 1)
+Every name and producer field is fixed, so the same fitted model gives the same bytes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, compose, helper, numpy_helper
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+
+from shared.errors import ExportError
+from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, engineered_names
+
+FEATURES = "features"
+PROBABILITIES = "probabilities"
+GRAPH_NAME = "clockwork_failure_model"
+PRODUCER = "clockwork.services.trainer"
+# The op sets the whole file declares (the skl2onnx part and the hand-built parts must agree).
+TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+IR_VERSION = 8
+
+
+def _const(name: str, values, dtype=np.int64) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.asarray(values, dtype=dtype), name=name)
+
+
+def _opset_imports(opsets: dict[str, int]) -> list[onnx.OperatorSetIdProto]:
+    return [helper.make_opsetid(domain, opsets[domain]) for domain in sorted(opsets)]
+
+
+def _model(graph: onnx.GraphProto, opsets: dict[str, int]) -> onnx.ModelProto:
+    return helper.make_model(graph, opset_imports=_opset_imports(opsets), ir_version=IR_VERSION, producer_name=PRODUCER)
+
+
+def front_graph(*, physical: bool, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
+    """readings [N, 6] -> features [N, F], the same float32 arithmetic as shared.features.engineer."""
+    nodes: list[onnx.NodeProto] = []
+    inits = [_const("cw_axis1", [1])]
+
+    def column(i: int, name: str) -> str:
+        out = f"cw_{name}"
+        inits.extend([_const(f"{out}_start", [i]), _const(f"{out}_end", [i + 1])])
+        nodes.append(helper.make_node("Slice", [ONNX_INPUT, f"{out}_start", f"{out}_end", "cw_axis1"], [out], name=f"{out}_slice"))
+        return out
+
+    # Raw numeric readings: columns 1..5 in one slice.
+    inits.extend([_const("cw_numeric_start", [1]), _const("cw_numeric_end", [len(RAW_COLUMNS)])])
+    nodes.append(helper.make_node("Slice", [ONNX_INPUT, "cw_numeric_start", "cw_numeric_end", "cw_axis1"], ["cw_numeric"], name="cw_numeric_slice"))
+    parts = ["cw_numeric"]
+    code = column(0, "type_code")
+    for letter, value in TYPE_CODES.items():
+        inits.append(_const(f"cw_code_{letter}", [value], dtype=np.float32))
+        nodes.append(helper.make_node("Equal", [code, f"cw_code_{letter}"], [f"cw_is_{letter}"], name=f"cw_equal_{letter}"))
+        nodes.append(helper.make_node("Cast", [f"cw_is_{letter}"], [f"cw_type_{letter}"], to=TensorProto.FLOAT, name=f"cw_cast_{letter}"))
+        parts.append(f"cw_type_{letter}")
+    if physical:
+        air, proc, speed, torque, wear = (column(i, n) for i, n in enumerate(["air", "process", "speed", "torque", "wear"], start=1))
+        # The same float32 operations, in the same order, as shared.features.engineer.
+        inits.append(_const("cw_rad_per_s_per_rpm", [2 * np.pi / 60], dtype=np.float32))
+        nodes += [
+            helper.make_node("Sub", [proc, air], ["cw_temp_diff"], name="cw_temp_diff"),
+            helper.make_node("Mul", [torque, speed], ["cw_torque_speed"], name="cw_torque_speed"),
+            helper.make_node("Mul", ["cw_torque_speed", "cw_rad_per_s_per_rpm"], ["cw_power"], name="cw_power"),
+            helper.make_node("Mul", [wear, torque], ["cw_strain"], name="cw_strain"),
+        ]
+        parts += ["cw_temp_diff", "cw_power", "cw_strain"]
+    nodes.append(helper.make_node("Concat", parts, [FEATURES], axis=1, name="cw_concat_features"))
+    n_features = len(engineered_names(physical=physical))
+    graph = helper.make_graph(
+        nodes, "cw_features",
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["N", len(RAW_COLUMNS)])],
+        [helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", n_features])],
+        initializer=inits,
+    )
+    return _model(graph, opsets or {"": TARGET_OPSET[""]})
+
+
+def tail_graph(*, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
+    """probabilities [N, 2] -> probability [N, 1] (class 1)."""
+    inits = [_const("cw_class1_start", [1]), _const("cw_class1_end", [2]), _const("cw_class1_axis", [1])]
+    nodes = [helper.make_node("Slice", [PROBABILITIES, "cw_class1_start", "cw_class1_end", "cw_class1_axis"], [ONNX_OUTPUT],
+                              name="cw_class1")]
+    graph = helper.make_graph(
+        nodes, "cw_class1",
+        [helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["N", 1])],
+        initializer=inits,
+    )
+    return _model(graph, opsets or {"": TARGET_OPSET[""]})
+
+
+def sklearn_graph(estimator, *, n_features: int) -> onnx.ModelProto:
+    """skl2onnx conversion with a fixed name, zipmap off, our op sets."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    model = to_onnx(
+        estimator,
+        initial_types=[(FEATURES, FloatTensorType([None, n_features]))],
+        name=GRAPH_NAME,
+        target_opset=dict(TARGET_OPSET),
+        options={id(final): {"zipmap": False}},
+    )
+    out_names = [o.name for o in model.graph.output]
+    if PROBABILITIES not in out_names:
+        raise ExportError(f"skl2onnx gave outputs {out_names}, expected {PROBABILITIES!r}")
+    model.ir_version = IR_VERSION
+    # skl2onnx may list a domain twice; keep one entry per domain (the highest), sorted.
+    opsets: dict[str, int] = {}
+    for op in model.opset_import:
+        opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+    del model.opset_import[:]
+    model.opset_import.extend(_opset_imports(opsets))
+    return model
+
+
+def opsets_of(model: onnx.ModelProto) -> dict[str, int]:
+    return {op.domain: op.version for op in model.opset_import}
+
+
+def export(estimator, *, physical: bool, doc_string: str) -> bytes:
+    """The whole model file as bytes (deterministic for a deterministic estimator)."""
+    n_features = len(engineered_names(physical=physical))
+    body = sklearn_graph(estimator, n_features=n_features)
+    opsets = opsets_of(body)
+    # Hand-built parts name everything cw_*, so no name collides with skl2onnx's (merge_models checks).
+    merged = compose.merge_models(front_graph(physical=physical, opsets=opsets), body,
+                                  io_map=[(FEATURES, FEATURES)], outputs=[PROBABILITIES])
+    merged = compose.merge_models(merged, tail_graph(opsets=opsets), io_map=[(PROBABILITIES, PROBABILITIES)],
+                                  outputs=[ONNX_OUTPUT])
+    del merged.opset_import[:]  # merge_models concatenates the (equal) op set lists
+    merged.opset_import.extend(_opset_imports(opsets))
+    merged.graph.name = GRAPH_NAME
+    merged.doc_string = doc_string
+    merged.producer_name = PRODUCER
+    merged.producer_version = "1"
+    merged.domain = "ai.clockwork"
+    merged.model_version = 1
+    del merged.metadata_props[:]
+    onnx.checker.check_model(merged, full_check=True)
+    return merged.SerializeToString(deterministic=True)
+
