@@ -43,3 +43,11 @@ class ExportError(ClockworkError):
 
 class JobError(ClockworkError):
     """A retrain job could not be completed (the reason is recorded in its job status)."""
+
+
+class MonitorBusyError(ClockworkError):
+    """Another monitor process holds the monitor's state (one monitor per volume)."""
+
+
+class ReplayError(ClockworkError):
+    """Traffic replay could not run: the data set is unknown or the inference service does not answer."""
