@@ -1,0 +1,129 @@
+"""Per-feature drift of production inputs against a model's training data.
+
+Numeric features: the two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) and the population
+stability index over 10 quantile bins of the training data (symmetric KL divergence of the binned
+shares, scipy.special.rel_entr). Product type: the chi-square test of the 2 x k contingency table
+(scipy.stats.chi2_contingency) with Cramer's V as effect size.
+
+A numeric feature is flagged when PSI > thresholds.psi AND the KS p-value < thresholds.ks_pvalue:
+the effect must be large enough to matter and the sample large enough to be sure of it. Product type
+is flagged when the chi-square p-value < thresholds.chi2_pvalue. Nothing is flagged below
+`min_samples` production rows.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+
+from shared.config import Thresholds
+from shared.features import NUMERIC_FEATURES, TYPE_CODES
+
+PSI_BINS = 10
+# Share given to an empty bin so that PSI stays finite (the usual convention).
+PSI_EPS = 1e-4
+
+
+def quantile_edges(reference: np.ndarray, bins: int = PSI_BINS) -> np.ndarray:
+    """Interior bin edges at the reference's deciles (duplicates merged for discrete data)."""
+    qs = np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1])
+    return np.unique(qs)
+
+
+def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+    return counts / max(len(values), 1)
+
+
+def psi(reference: np.ndarray, production: np.ndarray, bins: int = PSI_BINS) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+    """(PSI, edges, reference shares, production shares) with bins from the reference's quantiles."""
+    edges = quantile_edges(reference, bins)
+    ref = binned_shares(reference, edges)
+    prod = binned_shares(production, edges)
+    r = np.clip(ref, PSI_EPS, None)
+    p = np.clip(prod, PSI_EPS, None)
+    r, p = r / r.sum(), p / p.sum()
+    value = float(np.sum(special.rel_entr(p, r) + special.rel_entr(r, p)))
+    return value, edges, ref, prod
+
+
+def numeric_drift(reference: np.ndarray, production: np.ndarray, *, thresholds: Thresholds) -> dict:
+    reference = np.asarray(reference, dtype=np.float64)
+    production = np.asarray(production, dtype=np.float64)
+    ks = stats.ks_2samp(reference, production)
+    value, edges, ref_shares, prod_shares = psi(reference, production)
+    ref_std = float(reference.std(ddof=1)) if len(reference) > 1 else float("nan")
+    mean_shift = float(production.mean() - reference.mean())
+    flagged = bool(value > thresholds.psi and ks.pvalue < thresholds.ks_pvalue)
+    return {
+        "kind": "numeric",
+        "test": "ks_2samp",
+        "statistic": _num(ks.statistic),
+        "p_value": _num(ks.pvalue),
+        "effect_size": {"psi": _num(value), "ks_d": _num(ks.statistic),
+                        "mean_shift": _num(mean_shift), "mean_shift_in_sd": _num(mean_shift / ref_std if ref_std else float("nan"))},
+        "n_reference": int(len(reference)),
+        "n_production": int(len(production)),
+        "reference": {"mean": _num(reference.mean()), "std": _num(ref_std)},
+        "production": {"mean": _num(production.mean()), "std": _num(production.std(ddof=1) if len(production) > 1 else float("nan"))},
+        "bins": {"edges": [_num(e) for e in edges], "reference_share": [_num(x) for x in ref_shares],
+                 "production_share": [_num(x) for x in prod_shares]},
+        "thresholds": {"psi": thresholds.psi, "ks_pvalue": thresholds.ks_pvalue},
+        "flagged": flagged,
+    }
+
+
+def categorical_drift(reference: pd.Series, production: pd.Series, *, thresholds: Thresholds) -> dict:
+    categories = [c for c in TYPE_CODES if (reference == c).any() or (production == c).any()]
+    ref_counts = [int((reference == c).sum()) for c in categories]
+    prod_counts = [int((production == c).sum()) for c in categories]
+    if len(categories) < 2:
+        statistic, p_value, dof, cramers_v = 0.0, 1.0, 0, 0.0
+    else:
+        res = stats.chi2_contingency(np.array([ref_counts, prod_counts]))
+        statistic, p_value, dof = float(res.statistic), float(res.pvalue), int(res.dof)
+        n = sum(ref_counts) + sum(prod_counts)
+        cramers_v = math.sqrt(statistic / (n * (min(2, len(categories)) - 1))) if n else 0.0
+    flagged = bool(p_value < thresholds.chi2_pvalue)
+    return {
+        "kind": "categorical",
+        "test": "chi2_contingency",
+        "statistic": _num(statistic),
+        "p_value": _num(p_value),
+        "dof": dof,
+        "effect_size": {"cramers_v": _num(cramers_v)},
+        "n_reference": int(len(reference)),
+        "n_production": int(len(production)),
+        "categories": categories,
+        "reference": {"counts": ref_counts, "share": [_num(c / max(len(reference), 1)) for c in ref_counts]},
+        "production": {"counts": prod_counts, "share": [_num(c / max(len(production), 1)) for c in prod_counts]},
+        "thresholds": {"chi2_pvalue": thresholds.chi2_pvalue},
+        "flagged": flagged,
+    }
+
+
+def drift_report(reference: pd.DataFrame, production: pd.DataFrame, *, thresholds: Thresholds, min_samples: int) -> dict:
+    """Every feature's test, effect size and sample sizes; `flagged` lists the drifted features."""
+    n_prod = len(production)
+    if n_prod < min_samples:
+        return {"status": "insufficient_data", "n_reference": len(reference), "n_production": n_prod,
+                "min_samples": min_samples, "features": {}, "flagged": []}
+    features = {"type": categorical_drift(reference["type"], production["type"], thresholds=thresholds)}
+    for col in NUMERIC_FEATURES:
+        features[col] = numeric_drift(reference[col].to_numpy(), production[col].to_numpy(), thresholds=thresholds)
+    return {
+        "status": "ok",
+        "n_reference": len(reference),
+        "n_production": n_prod,
+        "min_samples": min_samples,
+        "features": features,
+        "flagged": [name for name, f in features.items() if f["flagged"]],
+    }
+
+
+def _num(x: float) -> float | None:
+    """JSON-safe float: NaN and infinities become null."""
+    x = float(x)
+    return x if math.isfinite(x) else None

@@ -1,0 +1,226 @@
+"""Ingest: new log lines -> joined labelled rows, exactly once across crashes.
+
+One step reads a bounded batch of new complete lines from every prediction and feedback log, joins
+labels to predictions, then
+1. appends the joined rows to the labelled file and fsyncs it,
+2. saves the state (new offsets, the labelled file's new committed length, pending predictions and the
+   windows) atomically.
+A crash after 1 and before 2 leaves bytes beyond the committed length: `recover_labelled` truncates them
+on the next start, and the same lines are read again from the old offsets and joined the same way.
+A crash before 1 or after 2 needs nothing. So no record is lost and none is counted twice.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from services.monitor.reader import Chunk, LogDir
+from services.monitor.state import MonitorState, save_state
+from shared.errors import IntegrityError
+from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
+from shared.labelled import labelled_file
+from shared.paths import Paths
+from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord
+
+log = logging.getLogger(__name__)
+
+# Bytes read per log file per step: bounds memory and the work lost to a crash.
+BATCH_BYTES = 2 << 20
+# Predictions kept waiting for a label, and labels waiting for their prediction; beyond these the
+# oldest are dropped and counted (expired_pending, expired_orphans) so the state cannot grow forever.
+MAX_PENDING = 200_000
+MAX_ORPHANS = 50_000
+
+
+@dataclass
+class StepCounts:
+    predictions: int = 0
+    feedback: int = 0
+    labelled: int = 0
+    malformed: int = 0
+
+    def add(self, other: "StepCounts") -> None:
+        self.predictions += other.predictions
+        self.feedback += other.feedback
+        self.labelled += other.labelled
+        self.malformed += other.malformed
+
+    @property
+    def lines(self) -> int:
+        return self.predictions + self.feedback + self.malformed
+
+
+def recover_labelled(paths: Paths, state: MonitorState) -> int:
+    """Cut the labelled file back to its committed length; returns the bytes dropped."""
+    path = labelled_file(paths)
+    committed = state.labelled["bytes"]
+    size = path.stat().st_size if path.is_file() else 0
+    if size < committed:
+        raise IntegrityError(
+            f"{path} holds {size} bytes but the monitor state {paths.monitor_state} committed {committed}: "
+            "labelled rows were lost outside the monitor"
+        )
+    if size > committed:
+        with open(path, "r+b") as f:
+            f.truncate(committed)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning("dropped %d uncommitted bytes from %s (an interrupted cycle); their records are read again",
+                    size - committed, path)
+    return size - committed
+
+
+class Ingestor:
+    """Reads the logs from the state's offsets and keeps the state and the labelled file in step."""
+
+    def __init__(self, *, paths: Paths, window_size: int, drift_window: int, batch_bytes: int = BATCH_BYTES) -> None:
+        self.paths = paths
+        self.predictions = LogDir(paths.prediction_log_dir, "predictions")
+        self.feedback = LogDir(paths.feedback_log_dir, "feedback")
+        self.window_size = window_size
+        self.drift_window = drift_window
+        self.batch_bytes = batch_bytes
+
+    def backlog_bytes(self, state: MonitorState) -> int:
+        return self.predictions.pending_bytes(state.offsets) + self.feedback.pending_bytes(state.offsets)
+
+    def run(self, state: MonitorState, *, max_steps: int = 10_000) -> StepCounts:
+        """Steps until the logs are read up to their complete lines (or max_steps)."""
+        total = StepCounts()
+        for _ in range(max_steps):
+            counts, advanced = self.step(state)
+            total.add(counts)
+            if not advanced:
+                break
+        return total
+
+    def step(self, state: MonitorState) -> tuple[StepCounts, bool]:
+        """One bounded batch: read, join, append, commit. Returns the counts and whether any offset moved."""
+        pred_chunks = self.predictions.read(state.offsets, max_bytes=self.batch_bytes)
+        fb_chunks = self.feedback.read(state.offsets, max_bytes=self.batch_bytes)
+        if not pred_chunks and not fb_chunks:
+            return StepCounts(), False
+        counts = StepCounts()
+        joined: list[LabelledRecord] = []
+        # Predictions first: a label read in this batch may belong to a prediction read in this batch.
+        for chunk in pred_chunks:
+            for line in _lines(chunk, counts):
+                self._prediction(state, line, chunk, counts, joined)
+        for chunk in fb_chunks:
+            for line in _lines(chunk, counts):
+                self._feedback(state, line, chunk, counts, joined)
+        self._trim(state)
+        self._append(state, joined)
+        for chunk in pred_chunks + fb_chunks:
+            state.offsets[chunk.key] = chunk.end
+        counts.labelled = len(joined)
+        state.bump("predictions_read", counts.predictions)
+        state.bump("feedback_read", counts.feedback)
+        state.bump("malformed", counts.malformed)
+        save_state(self.paths.monitor_state, state)
+        return counts, True
+
+    # --- joining ---------------------------------------------------------------------------
+    def _prediction(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list) -> None:
+        try:
+            rec = PredictionRecord.model_validate_json(line)
+            row = compact_prediction(rec)
+        except (ValidationError, ValueError, KeyError, TypeError) as e:
+            _malformed(chunk, line, e, counts)
+            return
+        counts.predictions += 1
+        state.version_counts(rec.model_version)["predictions"] += 1
+        state.recent_inputs.append(row[:8])
+        orphan = state.orphans.pop(rec.request_id, None)
+        if orphan is not None:
+            joined.append(self._join(state, rec.request_id, row, orphan))
+        else:
+            state.pending[rec.request_id] = row
+
+    def _feedback(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list) -> None:
+        try:
+            rec = FeedbackRecord.model_validate_json(line)
+        except (ValidationError, ValueError) as e:
+            _malformed(chunk, line, e, counts)
+            return
+        counts.feedback += 1
+        row = state.pending.pop(rec.request_id, None)
+        if row is not None:
+            joined.append(self._join(state, rec.request_id, row, [rec.time, rec.label]))
+        elif rec.request_id in state.orphans:
+            state.bump("duplicate_feedback")
+            log.warning("second label for request_id %s in %s ignored (the first one counts)", rec.request_id, chunk.path)
+        else:
+            state.orphans[rec.request_id] = [rec.time, rec.label]
+
+    def _join(self, state: MonitorState, request_id: str, row: list, label: list) -> LabelledRecord:
+        time, version, ptype, air, proc, speed, torque, wear, prob, served = row
+        fb_time, y = label
+        rec = LabelledRecord(time=time, request_id=request_id, model_version=version, type=ptype,
+                             air_temperature_k=air, process_temperature_k=proc, rotational_speed_rpm=speed,
+                             torque_nm=torque, tool_wear_min=wear, machine_failure=y, probability=prob,
+                             predicted=served, feedback_time=fb_time)
+        state.windows.setdefault(version, []).append([time, int(y), int(served), float(prob)])
+        c = state.version_counts(version)
+        c["labelled"] += 1
+        c["positives"] += int(y)
+        return rec
+
+    def _trim(self, state: MonitorState) -> None:
+        if len(state.recent_inputs) > self.drift_window:
+            del state.recent_inputs[: len(state.recent_inputs) - self.drift_window]
+        for rows in state.windows.values():
+            if len(rows) > self.window_size:
+                del rows[: len(rows) - self.window_size]
+        for name, table, cap in (("expired_pending", state.pending, MAX_PENDING), ("expired_orphans", state.orphans, MAX_ORPHANS)):
+            excess = len(table) - cap
+            if excess > 0:
+                for key in list(table)[:excess]:
+                    del table[key]
+                state.bump(name, excess)
+                log.warning("%d %s dropped (more than %d waiting)", excess, name.split("_")[1], cap)
+
+    def _append(self, state: MonitorState, joined: list[LabelledRecord]) -> None:
+        if not joined:
+            return
+        data = "".join(r.to_line() + "\n" for r in joined).encode("utf-8")
+        path = labelled_file(self.paths)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        state.labelled = {"bytes": state.labelled["bytes"] + len(data), "rows": state.labelled["rows"] + len(joined)}
+
+
+def compact_prediction(rec: PredictionRecord) -> list:
+    """[time, model_version, type, air, process, speed, torque, wear, probability, served label]."""
+    inputs = rec.inputs
+    ptype = inputs["type"]
+    if ptype not in TYPE_CODES:
+        raise ValueError(f"unknown product type {ptype!r}")
+    values = [float(inputs[c]) for c in NUMERIC_FEATURES]
+    return [rec.time, rec.model_version, ptype, *values, float(rec.probability), int(rec.label)]
+
+
+INPUT_COLUMNS = ["time", "model_version"] + RAW_COLUMNS
+
+
+def _lines(chunk: Chunk, counts: StepCounts):
+    for line in chunk.lines:
+        if line.strip():
+            yield line
+
+
+def _malformed(chunk: Chunk, line: bytes, err: Exception, counts: StepCounts) -> None:
+    counts.malformed += 1
+    first = str(err).splitlines()[0][:200]
+    log.warning("malformed line in %s skipped (%s): %r", chunk.path, first, line[:120])

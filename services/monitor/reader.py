@@ -1,0 +1,96 @@
+"""Incremental reading of append-only JSONL logs: per-file byte offsets, complete lines only.
+
+A line counts only once it ends in "\\n": a writer's half-written last line is left for the next read.
+The caller owns the offsets (the monitor keeps them in its state file) and commits them only after it
+has stored what it derived from the lines, so a crash re-reads, never skips.
+Cost follows the new bytes: each read starts at the saved offset.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+LOG_SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Complete lines read from one file, and the offset just after the last of them."""
+
+    key: str  # "<kind>/<file name>", the key of the offset in the state
+    path: Path
+    start: int
+    end: int
+    lines: list[bytes]
+
+
+def read_complete_lines(path: Path, offset: int, *, max_bytes: int) -> tuple[list[bytes], int]:
+    """Complete lines from `offset` (at most about `max_bytes`, always at least one whole line if there is
+    one) and the new offset. A file shorter than `offset` was replaced: read it from the start."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return [], offset
+    if size < offset:
+        log.warning("%s is shorter (%d bytes) than the saved offset %d: the file was replaced; reading it from the start",
+                    path, size, offset)
+        offset = 0
+    if size == offset:
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        data = f.read(min(max_bytes, size - offset))
+        while b"\n" not in data and offset + len(data) < size:
+            # One line longer than max_bytes: keep reading until it ends (or the file does).
+            more = f.read(max_bytes)
+            if not more:
+                break
+            data += more
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return [], offset
+    complete = data[: cut + 1]
+    return complete.splitlines(), offset + len(complete)
+
+
+class LogDir:
+    """The JSONL files of one log folder (one file per writer), read from saved offsets."""
+
+    def __init__(self, directory: Path, kind: str) -> None:
+        self.directory = directory
+        self.kind = kind
+
+    def files(self) -> list[Path]:
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.iterdir() if p.is_file() and p.name.endswith(LOG_SUFFIX))
+
+    def key(self, path: Path) -> str:
+        return f"{self.kind}/{path.name}"
+
+    def read(self, offsets: dict[str, int], *, max_bytes: int) -> list[Chunk]:
+        """New complete lines of every file, at most about `max_bytes` per file."""
+        chunks = []
+        for path in self.files():
+            key = self.key(path)
+            start = offsets.get(key, 0)
+            lines, end = read_complete_lines(path, start, max_bytes=max_bytes)
+            if lines or end != start:
+                chunks.append(Chunk(key=key, path=path, start=start, end=end, lines=lines))
+        return chunks
+
+    def pending_bytes(self, offsets: dict[str, int]) -> int:
+        """Bytes not yet read (including a trailing partial line)."""
+        total = 0
+        for path in self.files():
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                continue
+            off = offsets.get(self.key(path), 0)
+            total += size - off if size >= off else size
+        return total
