@@ -168,22 +168,23 @@ class Registry:
         try:
             _write_synced(tmp / MODEL_FILE, model_bytes)
             md = dict(metadata, onnx_sha256=digest, onnx_bytes=len(model_bytes), created_at=utc_now())
-            version = self._claim(tmp, md)
+            md = self._claim(tmp, md)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        md["version"] = version
+        version = md["version"]
         append_line(self.paths.metadata_log, log_line(md))
         log.info("registered model %s (sha256 %s, data %s) in %s", version, digest[:12], md.get("data_version"), self.dir)
         return md
 
-    def _claim(self, tmp: Path, md: dict) -> str:
+    def _claim(self, tmp: Path, md: dict) -> dict:
+        """Rename the complete temp folder to the next free vN; returns the metadata as stored."""
         numbers = [n for n, _ in self._numbered_dirs()]
         n = max(numbers, default=0) + 1
         for _ in range(MAX_CLAIM_ATTEMPTS):
             version = f"v{n}"
-            record = ModelMetadata.model_validate(dict(md, version=version))
-            _write_synced(tmp / METADATA_FILE, metadata_json(record.model_dump(mode="json")))
+            record = ModelMetadata.model_validate(dict(md, version=version)).model_dump(mode="json")
+            _write_synced(tmp / METADATA_FILE, metadata_json(record))
             fsync_dir(tmp)
             target = self.dir / version
             if not target.exists():
@@ -194,7 +195,7 @@ class Registry:
                         raise
                 else:
                     fsync_dir(self.dir)
-                    return version
+                    return record
             n += 1
         raise VersionExistsError(f"could not claim a model version in {self.dir} after {MAX_CLAIM_ATTEMPTS} attempts")
 

@@ -1,0 +1,169 @@
+"""The retrain queue on Redis: reliable delivery, job status, dead letters, leases.
+
+Keys (all from config through shared.paths.RedisKeys):
+  retrain_queue      list; producers LPUSH JSON messages (shared.schemas.RetrainMessage)
+  processing_queue   list; a worker BLMOVEs a message here (atomically) and removes it when finished
+  dead_letter_queue  list of JSON {raw, reason, time, worker}: malformed messages, never dropped silently
+  job(id)            hash: status queued|running|done|failed, version, reason, times, attempts, worker
+  job_lock(id)       the lease: SET NX PX lease_s by the worker running the job, renewed by a heartbeat
+
+At-least-once: a message stays in the processing list until its worker finishes. An entry there whose
+lease has gone (its worker died) is moved back to the queue (`requeue_orphans`). Running a job twice
+is harmless because the worker checks the job status, the lease and the registry before training.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from shared.errors import MessageError, NotFoundError
+from shared.paths import RedisKeys
+from shared.schemas import RetrainMessage, parse_retrain_message, utc_now
+
+log = logging.getLogger(__name__)
+
+QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+STATUSES = (QUEUED, RUNNING, DONE, FAILED)
+
+# Move an entry from processing back to the queue only if it is still there (two scanners never both move it).
+_REQUEUE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+# Renew / release a lease only if we still own it.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def message_id_of(raw: bytes | str) -> str | None:
+    """The id of a raw message if it is a valid one, else None."""
+    try:
+        return parse_retrain_message(raw).id
+    except MessageError:
+        return None
+
+
+class RetrainQueue:
+    """Queue operations on one Redis connection. `redis` is a redis.Redis client (bytes or str responses)."""
+
+    def __init__(self, *, redis, keys: RedisKeys, lease_s: float) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.lease_ms = max(1, int(lease_s * 1000))
+        self._requeue = redis.register_script(_REQUEUE)
+        self._renew = redis.register_script(_RENEW)
+        self._release = redis.register_script(_RELEASE)
+
+    @classmethod
+    def from_settings(cls, settings, *, redis) -> "RetrainQueue":
+        return cls(redis=redis, keys=RedisKeys.from_settings(settings), lease_s=settings.redis.lease_s)
+
+    # --- producers ------------------------------------------------------------------------
+    def push(self, message: RetrainMessage) -> None:
+        """Record the job as queued and push the message (validated: it went through the schema)."""
+        line = message.to_line()
+        parse_retrain_message(line)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.job(message.id), mapping={"status": QUEUED, "message_id": message.id,
+                                                      "requested_reason": message.reason, "queued_at": utc_now()})
+        pipe.lpush(self.keys.retrain_queue, line)
+        pipe.execute()
+        log.info("pushed retrain message %s (%s) to %s", message.id, message.reason, self.keys.retrain_queue)
+
+    # --- consumers ------------------------------------------------------------------------
+    def take(self, *, timeout_s: float) -> bytes | str | None:
+        """Oldest message, moved atomically into the processing list; None after `timeout_s`."""
+        return self.redis.blmove(self.keys.retrain_queue, self.keys.processing_queue, timeout_s, "RIGHT", "LEFT")
+
+    def ack(self, raw: bytes | str) -> None:
+        """The message is finished with (done, failed or dead-lettered): remove it from processing."""
+        self.redis.lrem(self.keys.processing_queue, 1, raw)
+
+    def dead_letter(self, raw: bytes | str, *, reason: str, worker: str = "") -> None:
+        record = json.dumps({"raw": _text(raw), "reason": reason, "time": utc_now(), "worker": worker}, sort_keys=True)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.lpush(self.keys.dead_letter_queue, record)
+        pipe.lrem(self.keys.processing_queue, 1, raw)
+        pipe.execute()
+        log.warning("dead-lettered a message to %s: %s", self.keys.dead_letter_queue, reason)
+
+    def dead_letters(self) -> list[dict]:
+        return [json.loads(_text(x)) for x in self.redis.lrange(self.keys.dead_letter_queue, 0, -1)]
+
+    # --- leases ---------------------------------------------------------------------------
+    def acquire(self, message_id: str, *, owner: str) -> bool:
+        return bool(self.redis.set(self.keys.job_lock(message_id), owner, nx=True, px=self.lease_ms))
+
+    def renew(self, message_id: str, *, owner: str) -> bool:
+        return bool(self._renew(keys=[self.keys.job_lock(message_id)], args=[owner, self.lease_ms]))
+
+    def release(self, message_id: str, *, owner: str) -> None:
+        self._release(keys=[self.keys.job_lock(message_id)], args=[owner])
+
+    def lease_holder(self, message_id: str) -> str | None:
+        value = self.redis.get(self.keys.job_lock(message_id))
+        return None if value is None else _text(value)
+
+    def requeue_orphans(self, *, seen: dict[str, float], grace_s: float) -> int:
+        """Move processing entries without a lease back to the queue once orphaned for `grace_s`.
+
+        `seen` (kept by the caller between scans) remembers since when each entry had no lease, so an
+        entry a worker has just taken, and not yet leased, is left alone.
+        """
+        now = time.monotonic()
+        moved = 0
+        current = set()
+        for raw in self.redis.lrange(self.keys.processing_queue, 0, -1):
+            key = _text(raw)
+            current.add(key)
+            mid = message_id_of(raw)
+            if mid is not None and self.redis.exists(self.keys.job_lock(mid)):
+                seen.pop(key, None)
+                continue
+            first = seen.setdefault(key, now)
+            if now - first >= grace_s:
+                if self._requeue(keys=[self.keys.processing_queue, self.keys.retrain_queue], args=[raw]):
+                    moved += 1
+                    log.warning("requeued message %s: its worker's lease expired", mid or "(malformed)")
+                seen.pop(key, None)
+        for key in list(seen):
+            if key not in current:
+                del seen[key]
+        return moved
+
+    # --- job status -----------------------------------------------------------------------
+    def set_job(self, message_id: str, **fields: Any) -> None:
+        mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+        self.redis.hset(self.keys.job(message_id), mapping={"message_id": message_id, **mapping})
+
+    def bump_attempts(self, message_id: str) -> int:
+        return int(self.redis.hincrby(self.keys.job(message_id), "attempts", 1))
+
+    def job(self, message_id: str) -> dict[str, str]:
+        """A job's status hash ({} if unknown)."""
+        return {_text(k): _text(v) for k, v in self.redis.hgetall(self.keys.job(message_id)).items()}
+
+    def require_job(self, message_id: str) -> dict[str, str]:
+        found = self.job(message_id)
+        if not found:
+            raise NotFoundError(f"No such retrain job: {message_id} (Redis key {self.keys.job(message_id)})")
+        return found
