@@ -74,7 +74,9 @@ class Monitor:
         self._references: dict[tuple[str, str], pd.DataFrame] = {}
 
     # --- one cycle ---------------------------------------------------------------------------
-    def cycle(self) -> dict:
+    def cycle(self, *, quiet_reports: bool = False) -> dict:
+        """One cycle; returns the report. With `quiet_reports` (the loop), a cycle that read nothing new and
+        sent nothing only refreshes latest.json: no per-cycle files, no history point, no HTML."""
         with monitor_lock(self.paths):
             state = load_state(self.paths.monitor_state)
             recover_labelled(self.paths, state)
@@ -87,26 +89,32 @@ class Monitor:
                 "malformed": counts.malformed, "pending_predictions": len(state.pending), "orphan_labels": len(state.orphans),
                 "labelled_total": state.labelled["rows"], "read_seconds": round(read_s, 3),
             }
+            quiet = quiet_reports and counts.lines == 0
             json_path, html_path = report_mod.report_paths(self.paths, report["created_at"])
             report["paths"] = {"json": self._rel(json_path), "html": self._rel(html_path)}
-            report["trigger"] = {"status": "pending"}
-            report_mod.write_json(self.paths, report, json_path)
+            if not quiet:
+                report["trigger"] = {"status": "pending"}
+                report_mod.write_json(self.paths, report, json_path)
             result = self.trigger.consider(fired=report["fired"], evidence=self.evidence(report), reason=self.reason(report),
                                            serving_version=report["serving_version"], state_last=state.last_trigger)
             record = result.pop("record", None)
             if record:
                 state.last_trigger = record
             report["trigger"] = result
-            report_mod.write_json(self.paths, report, json_path)
-            state.history.append(history_entry(report))
-            del state.history[:-HISTORY_LEN]
-            report_mod.write_html(self.paths, report, html_path, history=state.history, reference=reference, production=production)
+            if quiet and not record:
+                report["paths"] = {"json": self._rel(self.paths.reports_dir / report_mod.LATEST_JSON), "html": None}
+                report_mod.write_latest_json(self.paths, report)
+            else:
+                report_mod.write_json(self.paths, report, json_path)
+                state.history.append(history_entry(report))
+                del state.history[:-HISTORY_LEN]
+                report_mod.write_html(self.paths, report, html_path, history=state.history, reference=reference, production=production)
             state.cycles += 1
             state.updated_at = report["created_at"]
             save_state(self.paths.monitor_state, state)
             log.info("cycle %d: %d prediction(s), %d label(s), %d joined; serving %s; fired %s; trigger %s; report %s",
                      state.cycles, counts.predictions, counts.feedback, counts.labelled, report["serving_version"],
-                     report["fired"] or "nothing", result["status"], html_path)
+                     report["fired"] or "nothing", result["status"], report["paths"]["html"] or report["paths"]["json"])
             return report
 
     def measure(self, state: MonitorState) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
@@ -279,7 +287,7 @@ def run_loop(monitor: Monitor, *, interval_s: float, stop: threading.Event | Non
     while not stop.is_set():
         started = time.monotonic()
         try:
-            monitor.cycle()
+            monitor.cycle(quiet_reports=True)
         except MonitorBusyError:
             raise
         except ClockworkError as e:

@@ -41,6 +41,11 @@ def write_json(paths: Paths, report: dict, path: Path) -> None:
     atomic_write_text(paths.reports_dir / LATEST_JSON, text + "\n")
 
 
+def write_latest_json(paths: Paths, report: dict) -> None:
+    text = json.dumps(report, indent=2, sort_keys=False, allow_nan=False, default=str)
+    atomic_write_text(paths.reports_dir / LATEST_JSON, text + "\n")
+
+
 def write_html(paths: Paths, report: dict, path: Path, *, history: list[dict], reference: pd.DataFrame | None,
                production: pd.DataFrame | None) -> None:
     page = render_html(report, history=history, reference=reference, production=production)

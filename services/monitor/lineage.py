@@ -1,0 +1,135 @@
+"""Lineage: from one request_id back to the raw file and the code.
+
+prediction (prediction log) + its label (feedback log)
+ -> model version: metrics, onnx sha256, git commit, the trigger and gate that produced it
+ -> what was deployed when it answered (deployment_log.csv)
+ -> data version: its manifest entries
+ -> for every training file, the chain of manifest entries through their inputs back to files no step
+    produced (the raw data), each raw file re-hashed and compared with config.yaml's data.raw_sha256.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from shared.atomic import sha256_file
+from shared.datastore import DataStore
+from shared.errors import NotFoundError
+from shared.paths import Paths
+from shared.registry import Registry
+from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord
+
+MAX_DEPTH = 20
+
+
+def _scan(directory: Path, request_id: str) -> list[tuple[Path, bytes]]:
+    """Lines of any *.jsonl in `directory` that mention request_id (cheap substring test, then parsed)."""
+    needle = request_id.encode("utf-8")
+    found = []
+    if not directory.is_dir():
+        return found
+    for path in sorted(directory.glob("*.jsonl")):
+        with open(path, "rb") as f:
+            for line in f:
+                if needle in line and line.endswith(b"\n"):
+                    found.append((path, line))
+    return found
+
+
+def find_prediction(paths: Paths, request_id: str) -> tuple[Path, PredictionRecord]:
+    for path, line in _scan(paths.prediction_log_dir, request_id):
+        try:
+            rec = PredictionRecord.model_validate_json(line)
+        except ValueError:
+            continue
+        if rec.request_id == request_id:
+            return path, rec
+    raise NotFoundError(f"No prediction with request_id {request_id!r} in {paths.prediction_log_dir}")
+
+
+def find_feedback(paths: Paths, request_id: str) -> list[dict]:
+    out = []
+    for path, line in _scan(paths.feedback_log_dir, request_id):
+        try:
+            rec = FeedbackRecord.model_validate_json(line)
+        except ValueError:
+            continue
+        if rec.request_id == request_id:
+            out.append(rec.model_dump() | {"log": DataStore(paths=paths).rel(path)})
+    return out
+
+
+def deployment_at(paths: Paths, *, time: str, version: str) -> dict | None:
+    """The last deployment-log row that put `version` in service before `time` (ISO times sort as text)."""
+    if not paths.deployment_log.is_file():
+        return None
+    best = None
+    with open(paths.deployment_log, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row.get("version") == version and row.get("event") in ("start", "swap", "promote") and row.get("time", "") <= time:
+                best = row
+    return best
+
+
+def provenance(entries: list[ManifestEntry], path: str, sha256: str, *, raw_rel: str, raw_sha256: str, depth: int = 0) -> dict:
+    """The manifest entry that produced (path, sha256) and, recursively, its inputs."""
+    producers = [e for e in entries if e.path == path and e.sha256 == sha256]
+    node: dict = {"path": path, "sha256": sha256}
+    if not producers or depth >= MAX_DEPTH:
+        node["produced_by"] = None
+        node["is_raw"] = path == raw_rel
+        if node["is_raw"]:
+            node["matches_config_raw_sha256"] = sha256 == raw_sha256
+        return node
+    e = producers[-1]
+    node |= {"data_version": e.data_version, "rows": e.rows, "producer": e.producer, "git_commit": e.git_commit,
+             "git_dirty": e.git_dirty, "created_at": e.created_at,
+             "inputs": [provenance(entries, i.path, i.sha256, raw_rel=raw_rel, raw_sha256=raw_sha256, depth=depth + 1)
+                        for i in e.inputs]}
+    return node
+
+
+def _raw_leaves(node: dict) -> list[dict]:
+    if "inputs" not in node:
+        return [node]
+    return [leaf for child in node["inputs"] for leaf in _raw_leaves(child)]
+
+
+def lineage(paths: Paths, request_id: str) -> dict:
+    log_path, pred = find_prediction(paths, request_id)
+    store = DataStore(paths=paths)
+    md = Registry(paths=paths).metadata(pred.model_version)
+    entries = store.entries()
+    raw_rel = store.rel(paths.raw_file)
+    raw_expected = paths.settings.data.raw_sha256
+    chains = [provenance(entries, f["path"], f["sha256"], raw_rel=raw_rel, raw_sha256=raw_expected) for f in md["data_files"]]
+    raw_files = {}
+    for chain in chains:
+        for leaf in _raw_leaves(chain):
+            p = paths.volume / leaf["path"]
+            raw_files[leaf["path"]] = leaf | {"sha256_on_disk": sha256_file(p) if p.is_file() else None}
+    return {
+        "request_id": request_id,
+        "prediction": pred.model_dump() | {"log": store.rel(log_path)},
+        "feedback": find_feedback(paths, request_id),
+        "model": {
+            "version": md["version"], "created_at": md["created_at"], "onnx_sha256": md["onnx_sha256"],
+            "metrics": md["metrics"], "config": md["config"], "trigger": md.get("trigger"), "gate": md.get("gate"),
+            "metadata_file": store.rel(paths.metadata_file(md["version"])),
+        },
+        "deployment": deployment_at(paths, time=pred.time, version=pred.model_version),
+        "data": {
+            "version": md["data_version"],
+            "files": md["data_files"],
+            "manifest_entries": [e.model_dump() for e in entries if e.data_version == md["data_version"]],
+            "provenance": chains,
+        },
+        "raw": {"expected_sha256": raw_expected, "files": list(raw_files.values())},
+        "code": {"model_git": md["git"],
+                 "data_git_commits": sorted({e.git_commit for e in entries if e.data_version == md["data_version"]})},
+    }
+
+
+def lineage_json(paths: Paths, request_id: str) -> str:
+    return json.dumps(lineage(paths, request_id), indent=2, default=str)

@@ -1,0 +1,186 @@
+"""Traffic replay: send a day-2 production set through the inference API, labels arriving late.
+
+Each row is POSTed to `/predict` (the six raw readings, snake_case) at `rate` requests per second; its
+true label (machine_failure) is POSTed to `/feedback` with the returned request_id `feedback_delay`
+seconds later, from a time-ordered queue: ground truth arrives late in a real plant. Bounded: it stops
+after the last row's label, or `limit` rows. The data set is read through the data store, so it is
+checked against its manifest entry first.
+"""
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import requests
+from tqdm import tqdm
+
+from shared.config import Settings
+from shared.datastore import DataStore
+from shared.errors import ReplayError
+from shared.features import LABEL, NUMERIC_FEATURES, RAW_COLUMNS
+from shared.paths import Paths
+
+log = logging.getLogger(__name__)
+
+NATURAL = "natural"
+TIMEOUT_S = 10.0
+MAX_CONSECUTIVE_FAILURES = 20
+
+
+def dataset_names(settings: Settings) -> list[str]:
+    return [NATURAL] + [r.name for r in settings.data.day2.recipes]
+
+
+def resolve_dataset(paths: Paths, dataset: str) -> Path:
+    """natural | <recipe name> -> the day-2 file; anything else is a path to a managed CSV."""
+    names = dataset_names(paths.settings)
+    if dataset in names:
+        return paths.production_version_dir(paths.settings.data.versions.day2) / f"{dataset}.csv"
+    path = Path(dataset)
+    if path.suffix == ".csv" and path.is_file():
+        return path.resolve()
+    raise ReplayError(f"unknown data set {dataset!r}: expected one of {names} or the path of a CSV file listed in the manifest")
+
+
+def load_dataset(paths: Paths, dataset: str, *, limit: int | None = None) -> tuple[Path, pd.DataFrame]:
+    path = resolve_dataset(paths, dataset)
+    df = DataStore(paths=paths).read_table(path)
+    missing = [c for c in RAW_COLUMNS + [LABEL] if c not in df.columns]
+    if missing:
+        raise ReplayError(f"{path} lacks columns {missing}")
+    if limit is not None:
+        df = df.iloc[:limit]
+    return path, df.reset_index(drop=True)
+
+
+def reading(row: dict) -> dict:
+    """One /predict body: the six raw readings as JSON-native values."""
+    out = {"type": str(row["type"])}
+    for col in NUMERIC_FEATURES:
+        out[col] = float(row[col])
+    return out
+
+
+@dataclass
+class ReplayResult:
+    rows: int = 0
+    predicted: int = 0
+    predict_errors: int = 0
+    feedback_sent: int = 0
+    feedback_errors: int = 0
+    seconds: float = 0.0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
+    request_ids: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "request_ids"} | {
+            "rate_achieved": round(self.predicted / self.seconds, 1) if self.seconds else None}
+
+
+class Replayer:
+    def __init__(self, *, url: str, rate: float, feedback_delay: float, session: requests.Session | None = None,
+                 progress: bool = True, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if rate <= 0:
+            raise ReplayError(f"rate must be positive, got {rate}")
+        if feedback_delay < 0:
+            raise ReplayError(f"feedback delay must be zero or more, got {feedback_delay}")
+        self.url = url.rstrip("/")
+        self.rate = rate
+        self.delay = feedback_delay
+        self.session = session or requests.Session()
+        self.progress = progress
+        self.clock = clock
+        self.sleep = sleep
+        self._consecutive = 0
+
+    def run(self, df: pd.DataFrame) -> ReplayResult:
+        result = ReplayResult(rows=len(df))
+        due: list[tuple[float, int, str, int]] = []  # (time due, sequence, request_id, label)
+        start = self.clock()
+        rows = df[RAW_COLUMNS + [LABEL]].to_dict("records")
+        with tqdm(total=len(rows), unit="req", desc=f"replay -> {self.url}", disable=not self.progress) as bar:
+            for i, row in enumerate(rows):
+                self._wait_until(start + i / self.rate, due, result)
+                request_id = self._predict(row, result)
+                if request_id is not None:
+                    heapq.heappush(due, (self.clock() + self.delay, i, request_id, int(row[LABEL])))
+                bar.update(1)
+                bar.set_postfix(errors=result.predict_errors, labels=result.feedback_sent, refresh=False)
+            # The late labels still queued.
+            while due:
+                self._wait_until(due[0][0], due, result)
+        result.seconds = self.clock() - start
+        log.info("replay done: %s", result.summary())
+        return result
+
+    def _wait_until(self, target: float, due: list, result: ReplayResult) -> None:
+        while True:
+            now = self.clock()
+            while due and due[0][0] <= now:
+                _, _, request_id, label = heapq.heappop(due)
+                self._feedback(request_id, label, result)
+                now = self.clock()
+            if now >= target:
+                return
+            self.sleep(min(target, due[0][0]) - now if due else target - now)
+
+    def _post(self, route: str, body: dict, result: ReplayResult, kind: str) -> dict | None:
+        try:
+            resp = self.session.post(f"{self.url}{route}", json=body, timeout=TIMEOUT_S)
+        except requests.RequestException as e:
+            self._failed(result, f"{kind}:connection", f"{route}: {e}")
+            return None
+        if resp.status_code >= 300:
+            self._failed(result, f"{kind}:http_{resp.status_code}", f"{route}: HTTP {resp.status_code} {resp.text[:200]}", connection=False)
+            return None
+        self._consecutive = 0
+        try:
+            return resp.json()
+        except ValueError:
+            self._failed(result, f"{kind}:bad_json", f"{route}: response is not JSON", connection=False)
+            return None
+
+    def _failed(self, result: ReplayResult, key: str, detail: str, *, connection: bool = True) -> None:
+        result.errors_by_kind[key] = result.errors_by_kind.get(key, 0) + 1
+        if result.errors_by_kind[key] <= 3:
+            log.warning("replay: %s", detail)
+        self._consecutive = self._consecutive + 1 if connection else 0
+        if self._consecutive >= MAX_CONSECUTIVE_FAILURES:
+            raise ReplayError(f"inference at {self.url} does not answer ({self._consecutive} failures in a row; last: {detail})")
+
+    def _predict(self, row: dict, result: ReplayResult) -> str | None:
+        body = self._post("/predict", reading(row), result, "predict")
+        request_id = body.get("request_id") if isinstance(body, dict) else None
+        if request_id is None:
+            result.predict_errors += 1
+            return None
+        result.predicted += 1
+        result.request_ids.append(request_id)
+        return request_id
+
+    def _feedback(self, request_id: str, label: int, result: ReplayResult) -> None:
+        body = self._post("/feedback", {"request_id": request_id, "label": label}, result, "feedback")
+        if body is None:
+            result.feedback_errors += 1
+        else:
+            result.feedback_sent += 1
+
+
+def replay(*, settings: Settings, dataset: str, rate: float | None = None, limit: int | None = None, url: str | None = None,
+           feedback_delay: float | None = None, progress: bool = True) -> ReplayResult:
+    """Replay a data set with the configured defaults (monitoring.replay) where an option is not given."""
+    cfg = settings.monitoring.replay
+    paths = Paths.from_settings(settings)
+    path, df = load_dataset(paths, dataset, limit=limit)
+    rate = cfg.rate_per_s if rate is None else rate
+    delay = cfg.feedback_delay_s if feedback_delay is None else feedback_delay
+    url = url or cfg.url
+    log.info("replaying %d row(s) of %s to %s at %.1f req/s, labels after %.1f s", len(df), path, url, rate, delay)
+    with requests.Session() as session:
+        return Replayer(url=url, rate=rate, feedback_delay=delay, session=session, progress=progress).run(df)
