@@ -1,0 +1,252 @@
+"""The served model and its hot swap.
+
+`ModelHolder.current` is the one reference every request reads, once: a `ServingModel` (version,
+session, metadata, a preallocated input row). A swap builds and checks the new `ServingModel` beside
+the old one (in a worker thread, so serving goes on) and then replaces the reference in one
+assignment on the event loop, so every response names exactly one version and no request fails.
+
+`ConfigWatcher` polls config.yaml every `deployment.reload_interval_s`. It compares the file's bytes,
+so editors that write in place and editors that replace the file (new inode) are both seen. A new pin
+is loaded; a missing, corrupt or invalid version leaves the old one serving, writes a `swap_failed`
+row, counts in the metrics and shows in /ready. An invalid config.yaml is logged and reported, and the
+service keeps serving. A failed pin is retried when the version's files change (e.g. it was pinned
+before the trainer finished writing it), not in a loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from shared import deploylog
+from shared.config import Settings, load_settings
+from shared.errors import ClockworkError, ConfigError
+from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES
+from shared.gitinfo import git_info
+from shared.onnx_model import OnnxModel, load_session
+from shared.paths import Paths
+from shared.registry import Registry
+from shared.schemas import utc_now
+
+from services.inference.metrics import Metrics, RouteMetrics
+from services.inference.schemas import EXAMPLE_READING
+
+log = logging.getLogger(__name__)
+
+# A reading every model must answer with a probability in [0, 1] before it is served.
+PROBE = np.array([[TYPE_CODES[EXAMPLE_READING["type"]]] + [EXAMPLE_READING[c] for c in RAW_COLUMNS[1:]]] * 2,
+                 dtype=np.float32)
+
+
+@dataclass(eq=False)
+class ServingModel:
+    version: str
+    model: OnnxModel
+    metadata: dict
+    onnx_sha256: str
+    loaded_at: str
+    row: np.ndarray = field(default_factory=lambda: np.zeros((1, len(RAW_COLUMNS)), dtype=np.float32))
+    predict_route: RouteMetrics | None = None
+    batch_route: RouteMetrics | None = None
+    feedback_route: RouteMetrics | None = None
+
+    def __post_init__(self) -> None:
+        self._run = self.model.session.run
+        self._outputs = [ONNX_OUTPUT]
+
+    def predict_row(self) -> float:
+        """Probability for the reading in `self.row` (fill it first; no await in between)."""
+        return float(self._run(self._outputs, {ONNX_INPUT: self.row})[0][0, 0])
+
+    def predict_many(self, readings: np.ndarray) -> np.ndarray:
+        return self.model.predict_proba(readings)
+
+
+def load_serving_model(paths: Paths, version: str) -> ServingModel:
+    """Load `version` from the registry (sha256, no external data, signature) and check it answers. Blocking."""
+    model_bytes, metadata = Registry(paths=paths).load_verified(version)
+    model = load_session(model_bytes, name=f"model {version}")
+    try:
+        probs = model.predict_proba(PROBE)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+        raise ClockworkError(f"model {version}: fails on a probe reading: {e}") from e
+    if probs.shape != (len(PROBE),) or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.tolist()):
+        raise ClockworkError(f"model {version}: probe answer {probs!r} is not {len(PROBE)} probabilities in [0, 1]")
+    served = ServingModel(version=version, model=model, metadata=metadata, onnx_sha256=metadata["onnx_sha256"],
+                          loaded_at=utc_now())
+    row_probe = served.row
+    row_probe[0, :] = PROBE[0]
+    single = served.predict_row()
+    if abs(single - float(probs[0])) > 1e-6:
+        raise ClockworkError(f"model {version}: one-row answer {single} differs from the batch answer {probs[0]}")
+    return served
+
+
+def _files_signature(paths: Paths, version: str) -> tuple:
+    """What changes when a version's files are written: names, sizes, mtimes (empty if missing)."""
+    try:
+        folder = paths.model_dir(version)
+        return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(folder)))
+    except (OSError, ClockworkError):
+        return ()
+
+
+class ModelHolder:
+    """The serving reference, the swap and what /ready reports."""
+
+    def __init__(self, *, paths: Paths, metrics: Metrics, instance_id: str) -> None:
+        self.paths = paths
+        self.metrics = metrics
+        self.instance_id = instance_id
+        self.current: ServingModel | None = None
+        self.pinned: str | None = None
+        self.last_failure: dict | None = None
+        self.failed_pin: tuple[str, tuple] | None = None  # (version, files signature) of a pin that failed
+        self.config_error: str | None = None
+        self._lock = asyncio.Lock()
+
+    # --- what /ready says ------------------------------------------------------------------
+    def ready(self) -> bool:
+        return self.current is not None
+
+    def detail(self) -> str:
+        cur = self.current
+        parts = [f"serving {cur.version}" if cur else "no model loaded"]
+        if self.failed_pin and (cur is None or self.failed_pin[0] != cur.version):
+            parts.append(f"pinned {self.failed_pin[0]} failed to load: {self.last_failure['error']}")
+        if self.config_error:
+            parts.append(f"config.yaml not applied: {self.config_error}")
+        return "; ".join(parts)
+
+    # --- loading ---------------------------------------------------------------------------
+    async def load(self, version: str, *, reason: str) -> bool:
+        """Load `version` beside the current model and swap to it. False (old model kept) on failure."""
+        async with self._lock:
+            self.pinned = version
+            old = self.current
+            if old is not None and old.version == version:
+                self.failed_pin = None
+                return True
+            try:
+                new = await asyncio.to_thread(load_serving_model, self.paths, version)
+            except (ClockworkError, OSError, ValueError, KeyError) as e:
+                await self._failed(version, old, e, reason)
+                return False
+            new.predict_route = self.metrics.route("/predict", version)
+            new.batch_route = self.metrics.route("/predict/batch", version)
+            new.feedback_route = self.metrics.route("/feedback", version)
+            self.current = new  # the swap: one reference, read once per request
+            self.failed_pin = None
+            self.metrics.set_serving(version, new.onnx_sha256, (old.version, old.onnx_sha256) if old else None)
+            event = "start" if old is None else "swap"
+            if old is not None:
+                self.metrics.swaps.inc()
+            log.info("%s: serving model %s (sha256 %s, data %s)%s", self.instance_id, version, new.onnx_sha256[:12],
+                     new.metadata.get("data_version"), f", was {old.version}" if old else "")
+            await self._log_row(event=event, version=version, previous=old.version if old else None,
+                                metadata=new.metadata, detail=f"{reason}; service commit {git_info()['commit']}")
+            return True
+
+    async def _failed(self, version: str, old: ServingModel | None, error: Exception, reason: str) -> None:
+        message = f"{type(error).__name__}: {error}"
+        self.last_failure = {"time": utc_now(), "version": version, "error": message}
+        self.failed_pin = (version, _files_signature(self.paths, version))
+        self.metrics.swap_failures.inc()
+        log.error("%s: cannot serve model %s (%s); %s", self.instance_id, version, message,
+                  f"still serving {old.version}" if old else "no model is served")
+        metadata = None
+        try:
+            metadata = Registry(paths=self.paths).metadata(version)
+        except (ClockworkError, OSError, ValueError):
+            pass
+        await self._log_row(event="swap_failed", version=version, previous=old.version if old else None,
+                            metadata=metadata, detail=f"{reason}: {message}")
+
+    async def _log_row(self, *, event: str, version: str, previous: str | None, metadata: dict | None,
+                       detail: str) -> None:
+        try:
+            await asyncio.to_thread(deploylog.append_event, self.paths, event=event, version=version,
+                                    previous_version=previous, metadata=metadata, instance_id=self.instance_id,
+                                    detail=detail)
+        except OSError as e:  # the log is evidence, but a full disk must not stop serving
+            log.error("%s: cannot write %s row to %s: %s", self.instance_id, event, self.paths.deployment_log, e)
+
+    def retry_due(self) -> bool:
+        """A failed pin whose files changed since it failed (worth loading again)."""
+        if self.failed_pin is None:
+            return False
+        version, signature = self.failed_pin
+        return _files_signature(self.paths, version) != signature
+
+
+class ConfigWatcher:
+    """Polls config.yaml and swaps the model when the pin changes."""
+
+    def __init__(self, *, settings: Settings, holder: ModelHolder) -> None:
+        self.path = Path(settings.config_path)
+        self.interval = settings.deployment.reload_interval_s
+        self.holder = holder
+        self.deployment = settings.deployment.model_dump(exclude={"model_version"})
+        self._last: bytes | None = None
+
+    def prime(self) -> None:
+        """Remember the file as the service started with it (only later edits are news)."""
+        try:
+            self._last = self.path.read_bytes()
+        except OSError:
+            self._last = None
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the watcher must outlive any single bad poll
+                log.exception("%s: config watcher poll failed; will try again", self.holder.instance_id)
+
+    async def check(self) -> None:
+        """One poll: apply a changed pin, or retry a failed one whose files changed."""
+        try:
+            data = self.path.read_bytes()
+        except OSError as e:
+            data = None
+            error = f"{self.path}: cannot read: {e.strerror}"
+            if self.holder.config_error != error:
+                self.holder.config_error = error
+                self.holder.metrics.config_errors.inc()
+                log.error("%s: %s; keeping model %s", self.holder.instance_id, error, self._serving())
+            return
+        if data == self._last:
+            if self.holder.retry_due():
+                await self.holder.load(self.holder.failed_pin[0], reason="retry: the version's files changed")
+            return
+        self._last = data
+        try:
+            settings = load_settings(self.path)
+        except ConfigError as e:
+            self.holder.config_error = str(e)
+            self.holder.metrics.config_errors.inc()
+            log.error("%s: config.yaml edit not applied: %s; keeping model %s", self.holder.instance_id, e, self._serving())
+            return
+        self.holder.config_error = None
+        changed = {k for k, v in settings.deployment.model_dump(exclude={"model_version"}).items() if self.deployment.get(k) != v}
+        if changed:
+            log.warning("%s: config.yaml changed deployment.%s; only model_version is applied live, restart for the rest",
+                        self.holder.instance_id, ", deployment.".join(sorted(changed)))
+        pin = settings.deployment.model_version
+        current = self.holder.current
+        if current is not None and current.version == pin:
+            self.holder.pinned = pin
+            self.holder.failed_pin = None
+            return
+        await self.holder.load(pin, reason=f"pin changed in {self.path}")
+
+    def _serving(self) -> str:
+        return self.holder.current.version if self.holder.current else "(none)"

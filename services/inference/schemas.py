@@ -1,0 +1,195 @@
+"""HTTP bodies of the inference service and how a bad one is explained.
+
+A reading accepts snake_case names (`torque_nm`) and the data set's own column names (`Torque [Nm]`).
+Numbers are strict (no strings, no booleans), finite (NaN and Infinity, JSON literals included, are
+refused) and inside the physical ranges of `deployment.input_ranges`; the product type is L, M or H.
+The reading model is built per app from the configured ranges, so the OpenAPI schema documents them.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from shared.features import FIELD_ALIASES, NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
+
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
+UNITS = {
+    "air_temperature_k": "K",
+    "process_temperature_k": "K",
+    "rotational_speed_rpm": "rpm",
+    "torque_nm": "Nm",
+    "tool_wear_min": "min",
+}
+EXAMPLE_READING = {
+    "type": "M",
+    "air_temperature_k": 298.1,
+    "process_temperature_k": 308.6,
+    "rotational_speed_rpm": 1551.0,
+    "torque_nm": 42.8,
+    "tool_wear_min": 0.0,
+}
+
+
+def reading_model(input_ranges: dict[str, tuple[float, float]]) -> type[BaseModel]:
+    """A pydantic model of one reading with the configured physical ranges as bounds."""
+    fields: dict[str, Any] = {
+        "type": (
+            Literal["L", "M", "H"],
+            Field(validation_alias=AliasChoices("type", FIELD_ALIASES["type"]),
+                  description=f"Product quality variant, one of {sorted(TYPE_CODES)} (also accepted as 'Type')."),
+        )
+    }
+    for name in NUMERIC_FEATURES:
+        low, high = input_ranges[name]
+        fields[name] = (
+            float,
+            Field(strict=True, ge=low, le=high,
+                  validation_alias=AliasChoices(name, FIELD_ALIASES[name]),
+                  description=f"{UNITS[name]}, between {low:g} and {high:g} (also accepted as '{FIELD_ALIASES[name]}')."),
+        )
+    return create_model(
+        "Reading",
+        __config__=ConfigDict(extra="forbid", allow_inf_nan=False,
+                              json_schema_extra={"examples": [EXAMPLE_READING]}),
+        __doc__="One sensor reading of a machine.",
+        **fields,
+    )
+
+
+def batch_model(reading: type[BaseModel], max_rows: int) -> type[BaseModel]:
+    return create_model(
+        "BatchRequest",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__=f"Up to {max_rows} readings, each predicted and logged on its own with its own request_id.",
+        readings=(list[reading], Field(min_length=1, max_length=max_rows)),  # type: ignore[valid-type]
+    )
+
+
+class Feedback(BaseModel):
+    """The true outcome for an earlier prediction, arriving later."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"request_id": "3f9a0c1e2b7d4a65-0000001", "label": 1}]})
+    request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="request_id of the prediction this label is for")
+    label: int = Field(strict=True, ge=0, le=1, description="1 if the machine failed, else 0")
+
+
+class Prediction(BaseModel):
+    request_id: str
+    model_version: str
+    failure_probability: float
+    prediction: Literal[0, 1]
+    threshold: float
+
+
+class RowPrediction(BaseModel):
+    request_id: str
+    failure_probability: float
+    prediction: Literal[0, 1]
+
+
+class BatchPrediction(BaseModel):
+    model_version: str
+    threshold: float
+    predictions: list[RowPrediction]
+
+
+class FeedbackAccepted(BaseModel):
+    request_id: str
+    label: Literal[0, 1]
+    recorded: bool
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="one line naming the field(s) and the reason")
+    errors: list[FieldError] = Field(default_factory=list)
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    instance_id: str
+
+
+class Ready(BaseModel):
+    ready: bool
+    model_version: str | None
+    pinned_version: str | None
+    detail: str
+    last_swap_failure: dict[str, Any] | None
+    config_error: str | None
+
+
+class ModelInfo(BaseModel):
+    model_version: str
+    onnx_sha256: str
+    loaded_at: str
+    threshold: float
+    input_columns: list[str] = Field(default_factory=lambda: list(RAW_COLUMNS))
+    metadata: dict[str, Any]
+
+
+def _field_name(loc: tuple) -> str:
+    """('readings', 3, 'Torque [Nm]') -> readings[3].Torque [Nm]"""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(body)"
+
+
+def _reason(err: dict) -> str:
+    kind = err["type"]
+    loc = err["loc"]
+    name = loc[-1] if loc else None
+    if kind == "missing":
+        alias = FIELD_ALIASES.get(name) if isinstance(name, str) else None
+        return f"field required (also accepted as '{alias}')" if alias and alias != name else "field required"
+    if kind == "extra_forbidden":
+        return "unknown field (or the same field given twice under two names)"
+    if kind == "finite_number":
+        return "must be a finite number (NaN and Infinity are refused)"
+    if kind in ("greater_than_equal", "less_than_equal") and isinstance(name, str):
+        ctx = err.get("ctx", {})
+        bound = ctx.get("ge", ctx.get("le"))
+        return f"{err.get('input')!r} is outside the physical range ({err['msg'].lower()}; bound {bound})"
+    if kind == "literal_error" and name in ("type", FIELD_ALIASES["type"]):
+        return f"unknown product type {err.get('input')!r}: expected one of {sorted(TYPE_CODES)}"
+    if kind == "too_long" and name == "readings":
+        return f"too many rows: {err['msg'].lower()} (deployment.max_batch_rows)"
+    return err["msg"]
+
+
+class BadRequest(Exception):
+    """A request the service refuses: status code, one-line detail, per-field errors."""
+
+    def __init__(self, status: int, detail: str, errors: list[dict] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.errors = errors or []
+
+    def body(self) -> dict:
+        return {"detail": self.detail, "errors": self.errors}
+
+
+def explain(e: ValidationError) -> BadRequest:
+    """A pydantic error -> 400 (not JSON) or 422 (JSON, wrong content) naming every field and reason."""
+    errs = e.errors(include_url=False)
+    if errs and errs[0]["type"] == "json_invalid":
+        return BadRequest(400, f"malformed JSON: {errs[0]['msg'].removeprefix('Invalid JSON: ')}",
+                          [{"field": "(body)", "reason": errs[0]["msg"], "type": "json_invalid"}])
+    items = [{"field": _field_name(err["loc"]), "reason": _reason(err), "type": err["type"]} for err in errs]
+    if items and items[0]["field"] == "(body)" and errs[0]["type"] in ("model_type", "model_attributes_type"):
+        items[0]["reason"] = "the body must be a JSON object"
+    shown = "; ".join(f"{i['field']}: {i['reason']}" for i in items[:5])
+    more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+    too_many = any(i["type"] == "too_long" and i["field"] == "readings" for i in items)
+    return BadRequest(413 if too_many else 422, f"invalid input: {shown}{more}", items)
