@@ -75,6 +75,7 @@ class Worker:
     def run(self) -> int:
         """Loop until stopped or `max_jobs` messages were handled; returns how many were handled."""
         log.info("worker %s: waiting on %s (max_jobs=%s)", self.id, self.queue.keys.retrain_queue, self.max_jobs)
+        self.registry.remove_stale_temp()
         backoff = self.poll_s
         while not self._stop.is_set() and (self.max_jobs is None or self.handled < self.max_jobs):
             try:
@@ -89,7 +90,11 @@ class Worker:
             if raw is None:
                 continue
             self.handled += 1
-            self.handle(raw)
+            try:
+                self.handle(raw)
+            except redis_lib.RedisError as e:
+                # The message stays in the processing list; once its lease is gone it is taken again.
+                log.warning("worker %s: Redis failed while handling a message (%s); it will be retried", self.id, e)
         log.info("worker %s: stopped after %d message(s)", self.id, self.handled)
         return self.handled
 
