@@ -19,10 +19,11 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
 from shared.atomic import sha256_bytes
-from shared.config import Settings, load_settings
+from shared.config import Settings
 from shared.errors import DataValidationError, NotFoundError
 from shared.features import LABEL, RAW_COLUMNS, encode_readings
-from shared.paths import Paths
+from shared.paths import Paths, check_model_version
+from shared.pin import read_pin
 from shared.registry import Registry
 from shared.schemas import utc_now
 
@@ -45,11 +46,7 @@ def _default_scorer(model_bytes: bytes, *, name: str) -> Scorer:
 
 def pinned_version(settings: Settings) -> str:
     """The version pinned in config.yaml now (the file, not the settings loaded at start-up)."""
-    try:
-        from shared.pin import read_pin
-    except ImportError:  # before shared.pin exists the validated config says the same
-        return load_settings(settings.config_path, env={}).deployment.model_version
-    return read_pin(settings.config_path)
+    return check_model_version(read_pin(settings.config_path))
 
 
 def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> dict:

@@ -2,19 +2,19 @@
 
 prediction (prediction log) + its label (feedback log)
  -> model version: metrics, onnx sha256, git commit, the trigger and gate that produced it
- -> what was deployed when it answered (deployment_log.csv)
+ -> what the deployment log says was serving when it answered (deployment_log.csv)
  -> data version: its manifest entries
  -> for every training file, the chain of manifest entries through their inputs back to files no step
     produced (the raw data), each raw file re-hashed and compared with config.yaml's data.raw_sha256.
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 from shared.atomic import sha256_file
 from shared.datastore import DataStore
+from shared.deploylog import serving_at
 from shared.errors import NotFoundError
 from shared.paths import Paths
 from shared.registry import Registry
@@ -58,18 +58,6 @@ def find_feedback(paths: Paths, request_id: str) -> list[dict]:
         if rec.request_id == request_id:
             out.append(rec.model_dump() | {"log": DataStore(paths=paths).rel(path)})
     return out
-
-
-def deployment_at(paths: Paths, *, time: str, version: str) -> dict | None:
-    """The last deployment-log row that put `version` in service before `time` (ISO times sort as text)."""
-    if not paths.deployment_log.is_file():
-        return None
-    best = None
-    with open(paths.deployment_log, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row.get("version") == version and row.get("event") in ("start", "swap", "promote") and row.get("time", "") <= time:
-                best = row
-    return best
 
 
 def provenance(entries: list[ManifestEntry], path: str, sha256: str, *, raw_rel: str, raw_sha256: str, depth: int = 0) -> dict:
@@ -118,7 +106,7 @@ def lineage(paths: Paths, request_id: str) -> dict:
             "metrics": md["metrics"], "config": md["config"], "trigger": md.get("trigger"), "gate": md.get("gate"),
             "metadata_file": store.rel(paths.metadata_file(md["version"])),
         },
-        "deployment": deployment_at(paths, time=pred.time, version=pred.model_version),
+        "deployment": serving_at(paths, pred.time, instance_id=log_path.stem) or serving_at(paths, pred.time),
         "data": {
             "version": md["data_version"],
             "files": md["data_files"],

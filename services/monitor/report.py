@@ -56,7 +56,7 @@ def write_html(paths: Paths, report: dict, path: Path, *, history: list[dict], r
 # --- plots -----------------------------------------------------------------------------------
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=80)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -69,8 +69,8 @@ def distribution_plot(reference: pd.DataFrame, production: pd.DataFrame, drift: 
         prod = production[col].to_numpy(dtype=float)
         lo, hi = float(min(ref.min(), prod.min())), float(max(ref.max(), prod.max()))
         bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-        ax.hist(ref, bins=bins, density=True, alpha=0.5, label=f"training (n={len(ref)})", color="tab:blue")
-        ax.hist(prod, bins=bins, density=True, alpha=0.5, label=f"production (n={len(prod)})", color="tab:orange")
+        ax.hist(ref, bins=bins, density=True, histtype="stepfilled", alpha=0.5, label=f"training (n={len(ref)})", color="tab:blue")
+        ax.hist(prod, bins=bins, density=True, histtype="stepfilled", alpha=0.5, label=f"production (n={len(prod)})", color="tab:orange")
         f = features.get(col, {})
         psi = (f.get("effect_size") or {}).get("psi")
         mark = "DRIFT " if f.get("flagged") else ""
@@ -91,11 +91,11 @@ def distribution_plot(reference: pd.DataFrame, production: pd.DataFrame, drift: 
     return _png(fig)
 
 
-def history_plot(history: list[dict]) -> str | None:
+def history_plot(history: list[dict], *, psi_threshold: float | None = None) -> str | None:
     if not history:
         return None
     times = pd.to_datetime([h["time"] for h in history])
-    fig = Figure(figsize=(15, 4))
+    fig = Figure(figsize=(15, 4), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
     versions = sorted({v for h in history for v in h.get("versions", {})}, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
     for v in versions:
@@ -110,7 +110,7 @@ def history_plot(history: list[dict]) -> str | None:
                     ax1.axhline(trained[-1], color=line.get_color(), linestyle="--", linewidth=0.8, label=f"{v} training {metric}")
     ax1.set_title("production metrics per model version (window)")
     ax1.set_ylim(-0.02, 1.02)
-    if versions:
+    if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=8)
     for col in ["type"] + NUMERIC_FEATURES:
         key = "cramers_v" if col == "type" else "psi"
@@ -118,10 +118,14 @@ def history_plot(history: list[dict]) -> str | None:
         ys = [np.nan if y is None else y for y in ys]
         if not all(np.isnan(ys)):
             ax2.plot(times, ys, marker=".", label=f"{col} ({'V' if col == 'type' else 'PSI'})")
+    if psi_threshold is not None:
+        ax2.axhline(psi_threshold, color="red", linestyle="--", linewidth=0.8, label=f"PSI threshold {psi_threshold}")
     ax2.set_yscale("symlog", linthresh=0.1)
     ax2.set_title("drift effect size over time")
-    ax2.legend(fontsize=8)
-    fig.autofmt_xdate()
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=30)
     return _png(fig)
 
 
@@ -182,7 +186,7 @@ def render_html(report: dict, *, history: list[dict], reference: pd.DataFrame | 
         parts.append("</table>")
     if reference is not None and production is not None and len(production) and drift.get("features"):
         parts.append(f"<img alt='training vs production distributions' src='data:image/png;base64,{distribution_plot(reference, production, drift)}'>")
-    hist = history_plot(history)
+    hist = history_plot(history, psi_threshold=((report.get("settings") or {}).get("thresholds") or {}).get("psi"))
     if hist:
         parts.append(f"<h2>Over time</h2><img alt='metrics over time' src='data:image/png;base64,{hist}'>")
     if trig.get("status") == "sent":
