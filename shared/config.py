@@ -217,6 +217,19 @@ class Settings(_Strict):
         return getattr(self, name).model_dump(mode="json")
 
 
+def redact_url(url: str) -> str:
+    """A URL fit for a log line: the password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def resolve_config_path(cli_value: str | os.PathLike | None = None) -> Path:
     """Option first, then $CLOCKWORK_CONFIG, then ./config.yaml."""
     return Path(cli_value or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG)

@@ -4,6 +4,8 @@
   worker [--max-jobs N] consume retrain messages from Redis (SIGTERM finishes the current job)
   status ID             print a retrain job's status (JSON) on stdout
   push --reason TEXT    validate and push a retrain message; prints its id
+  bootstrap [--check]   train a first model when the registry is empty and lacks the pinned version;
+                        --check only tells (exit 0) whether the pinned version is registered and intact
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import sys
 import uuid
 from datetime import datetime, timezone
 
-from shared.config import load_settings_or_exit
+from shared.config import load_settings_or_exit, redact_url
 from shared.errors import ClockworkError
 from shared.logging_setup import configure_logging
 
@@ -37,8 +39,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--id", help="message id (default: manual-<time>-<random>)")
     p.add_argument("--data-version", help="train on this data version instead of building one")
     p.add_argument("--no-production", action="store_true", help="do not add labelled production rows")
+    b = sub.add_parser("bootstrap", help="train a first model if the registry lacks the pinned version")
+    b.add_argument("--check", action="store_true", help="only check that the pinned version is registered and intact")
     # Accept --config after the sub-command as well.
-    for sp in (w, s, p, sub.choices["train"]):
+    for sp in (w, s, p, b, sub.choices["train"]):
         sp.add_argument("--config", dest="config_sub", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.config = args.config_sub or args.config
@@ -64,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
             log.info("registered %s: validation f1=%.4f precision=%.4f recall=%.4f; onnx sha256 %s",
                      md["version"], m["f1"], m["precision"], m["recall"], md["onnx_sha256"])
             return 0
+        if args.command == "bootstrap":
+            from services.trainer.train import bootstrap
+
+            return bootstrap(settings, check_only=args.check)
         if args.command == "worker":
             from services.trainer.worker import Worker
 
@@ -95,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         import redis
 
         if isinstance(e, redis.RedisError):
-            log.error("%s failed: Redis at %s: %s", args.command, settings.redis.url, e)
+            log.error("%s failed: Redis at %s: %s", args.command, redact_url(settings.redis.url), e)
             return 1
         raise
 

@@ -275,3 +275,38 @@ def train_and_register(settings: Settings, *, trigger: dict, data_version: str |
     gate = gate_fn(candidate) if gate_fn is not None else None
     registry = Registry(paths=Paths.from_settings(settings))
     return registry.register(model_bytes=candidate.model_bytes, metadata=candidate.metadata(trigger=trigger, gate=gate))
+
+
+BOOTSTRAP_TRIGGER = {"kind": "bootstrap", "command": "python -m services.trainer bootstrap"}
+
+
+def bootstrap(settings: Settings, *, check_only: bool = False) -> int:
+    """A first model for a fresh system: train when the registry is empty and lacks the pinned version.
+
+    Returns an exit code. With check_only, 0 means the pinned version is registered and intact (a
+    container healthcheck). A registry that holds other versions but not the pinned one is an error to fix
+    by hand (pin an existing version), not a reason to train silently.
+    """
+    from shared.errors import ClockworkError
+
+    pinned = settings.deployment.model_version
+    registry = Registry(paths=Paths.from_settings(settings))
+    try:
+        registry.load_verified(pinned)
+        log.info("bootstrap: pinned %s is registered and intact", pinned)
+        return 0
+    except ClockworkError as e:
+        if check_only:
+            log.info("bootstrap check: %s", e)
+            return 1
+        existing = registry.versions()
+        if existing:
+            log.error("bootstrap: pinned %s cannot be served (%s); the registry holds %s: pin one of them "
+                      "(python -m services.inference promote vN)", pinned, e, existing)
+            return 1
+    md = train_and_register(settings, trigger=BOOTSTRAP_TRIGGER)
+    if md["version"] != pinned:
+        log.error("bootstrap: trained %s but config.yaml pins %s", md["version"], pinned)
+        return 1
+    log.info("bootstrap: registered %s (validation f1=%.4f)", md["version"], md["metrics"]["f1"])
+    return 0

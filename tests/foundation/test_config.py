@@ -69,17 +69,25 @@ def test_environment_overrides_deployment_values_only(tmp_path):
         load_settings(path, env={"CLOCKWORK_PORT": "eighty"})
 
 
+def test_redis_password_is_redacted_for_logs():
+    from shared.config import redact_url
+
+    assert redact_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
 def test_paths_resolve_from_the_config_folder_not_the_working_directory(tmp_path, monkeypatch):
     path = write_project(tmp_path / "proj")
     monkeypatch.chdir(tmp_path)
     assert load_settings(path, env={}).volume == (tmp_path / "proj" / "volumes").resolve()
 
 
-@pytest.mark.parametrize("service", ["prep", "trainer", "inference", "monitor"])
-def test_every_service_stops_on_a_bad_config_with_one_line(tmp_path, service):
+@pytest.mark.parametrize("service, args", [("prep", []), ("trainer", ["train"]), ("trainer", ["worker"]),
+                                           ("inference", []), ("monitor", ["--once"])])
+def test_every_service_stops_on_a_bad_config_with_one_line(tmp_path, service, args):
     path = write_project(tmp_path)
     _edit(path, lambda c: c["model_params"].update(n_estimators="abc"))
-    proc = subprocess.run([sys.executable, "-m", f"services.{service}", "--config", str(path)],
+    proc = subprocess.run([sys.executable, "-m", f"services.{service}", *args, "--config", str(path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
