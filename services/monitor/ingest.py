@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
@@ -98,24 +99,42 @@ class Ingestor:
         return total
 
     def step(self, state: MonitorState) -> tuple[StepCounts, bool]:
-        """One bounded batch: read, join, append, commit. Returns the counts and whether any offset moved."""
+        """One bounded batch: read, join, append, commit. Returns the counts and whether any offset moved.
+
+        Labels are read only up to the prediction watermark: a label is never older than its prediction,
+        so a label stamped at or before the earliest "last prediction read" of the prediction files still
+        behind finds its prediction already read. Catching up on a backlog therefore keeps few labels
+        waiting for their prediction, and pending predictions stay about one feedback delay's worth.
+        """
         pred_chunks = self.predictions.read(state.offsets, max_bytes=self.batch_bytes)
         fb_chunks = self.feedback.read(state.offsets, max_bytes=self.batch_bytes)
         if not pred_chunks and not fb_chunks:
             return StepCounts(), False
         counts = StepCounts()
         joined: list[LabelledRecord] = []
-        # Predictions first: a label read in this batch may belong to a prediction read in this batch.
+        new_offsets: dict[str, int] = {}
+        watermark = _LATEST
         for chunk in pred_chunks:
-            for line in _lines(chunk, counts):
-                self._prediction(state, line, chunk, counts, joined)
+            last_time = None
+            for line in chunk.lines:
+                if line.strip():
+                    last_time = self._prediction(state, line, chunk, counts, joined) or last_time
+            new_offsets[chunk.key] = chunk.end
+            if chunk.end < _size(chunk.path):  # this file is still behind: labels must wait for it
+                watermark = min(watermark, _parse_time(last_time) if last_time else _EARLIEST)
         for chunk in fb_chunks:
-            for line in _lines(chunk, counts):
-                self._feedback(state, line, chunk, counts, joined)
+            reached = chunk.start
+            for line, end in chunk.positions():
+                if line.strip() and not self._feedback(state, line, chunk, counts, joined, watermark=watermark):
+                    break
+                reached = end
+            if reached != chunk.start:
+                new_offsets[chunk.key] = reached
+        if not new_offsets:
+            return counts, False
         self._trim(state)
         self._append(state, joined)
-        for chunk in pred_chunks + fb_chunks:
-            state.offsets[chunk.key] = chunk.end
+        state.offsets.update(new_offsets)
         counts.labelled = len(joined)
         state.bump("predictions_read", counts.predictions)
         state.bump("feedback_read", counts.feedback)
@@ -124,13 +143,15 @@ class Ingestor:
         return counts, True
 
     # --- joining ---------------------------------------------------------------------------
-    def _prediction(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list) -> None:
+    def _prediction(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list) -> str | None:
+        """Take one prediction line; returns its time (None if malformed)."""
         try:
             rec = PredictionRecord.model_validate_json(line)
             row = compact_prediction(rec)
+            _parse_time(rec.time)
         except (ValidationError, ValueError, KeyError, TypeError) as e:
             _malformed(chunk, line, e, counts)
-            return
+            return None
         counts.predictions += 1
         state.version_counts(rec.model_version)["predictions"] += 1
         state.recent_inputs.append(row[:8])
@@ -139,13 +160,19 @@ class Ingestor:
             joined.append(self._join(state, rec.request_id, row, orphan))
         else:
             state.pending[rec.request_id] = row
+        return rec.time
 
-    def _feedback(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list) -> None:
+    def _feedback(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list, *,
+                  watermark: datetime) -> bool:
+        """Take one label line; False (not taken) if it is newer than the prediction watermark."""
         try:
             rec = FeedbackRecord.model_validate_json(line)
+            when = _parse_time(rec.time)
         except (ValidationError, ValueError) as e:
             _malformed(chunk, line, e, counts)
-            return
+            return True
+        if when > watermark:
+            return False
         counts.feedback += 1
         row = state.pending.pop(rec.request_id, None)
         if row is not None:
@@ -155,6 +182,7 @@ class Ingestor:
             log.warning("second label for request_id %s in %s ignored (the first one counts)", rec.request_id, chunk.path)
         else:
             state.orphans[rec.request_id] = [rec.time, rec.label]
+        return True
 
     def _join(self, state: MonitorState, request_id: str, row: list, label: list) -> LabelledRecord:
         time, version, ptype, air, proc, speed, torque, wear, prob, served = row
@@ -214,10 +242,20 @@ def compact_prediction(rec: PredictionRecord) -> list:
 INPUT_COLUMNS = ["time", "model_version"] + RAW_COLUMNS
 
 
-def _lines(chunk: Chunk, counts: StepCounts):
-    for line in chunk.lines:
-        if line.strip():
-            yield line
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _parse_time(value: str) -> datetime:
+    t = datetime.fromisoformat(value)
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _size(path) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
 
 
 def _malformed(chunk: Chunk, line: bytes, err: Exception, counts: StepCounts) -> None:

@@ -27,6 +27,13 @@ class Chunk:
     end: int
     lines: list[bytes]
 
+    def positions(self):
+        """(line, offset just after it) for each line."""
+        pos = self.start
+        for line in self.lines:
+            pos += len(line) + 1
+            yield line, pos
+
 
 def read_complete_lines(path: Path, offset: int, *, max_bytes: int) -> tuple[list[bytes], int]:
     """Complete lines from `offset` (at most about `max_bytes`, always at least one whole line if there is
@@ -53,8 +60,9 @@ def read_complete_lines(path: Path, offset: int, *, max_bytes: int) -> tuple[lis
     cut = data.rfind(b"\n")
     if cut < 0:
         return [], offset
-    complete = data[: cut + 1]
-    return complete.splitlines(), offset + len(complete)
+    complete = data[:cut]
+    # Split on "\n" only: each line then spans exactly len(line) + 1 bytes of the file.
+    return complete.split(b"\n"), offset + cut + 1
 
 
 class LogDir:
@@ -78,6 +86,12 @@ class LogDir:
         for path in self.files():
             key = self.key(path)
             start = offsets.get(key, 0)
+            try:
+                if path.stat().st_size < start:
+                    log.warning("%s is shorter than the saved offset %d: the file was replaced; reading it from the start", path, start)
+                    start = 0
+            except FileNotFoundError:
+                continue
             lines, end = read_complete_lines(path, start, max_bytes=max_bytes)
             if lines or end != start:
                 chunks.append(Chunk(key=key, path=path, start=start, end=end, lines=lines))
