@@ -89,16 +89,16 @@ def decide(*, settings: Settings, paths: Paths, candidate_bytes: bytes, window: 
         "candidate": {"version_hint": candidate_version_hint, "onnx_sha256": sha256_bytes(candidate_bytes)},
         "serving": {"version": None},
     }
+    version = pinned_version(settings)
+    result["serving"]["version"] = version
+    if len(window) == 0:
+        return _finish(result, better=False, reason="no labelled production window to compare on")
     try:
-        readings = encode_readings(window) if len(window) else np.empty((0, len(RAW_COLUMNS)), dtype=np.float32)
+        readings = encode_readings(window)
     except ValueError as e:
         raise DataValidationError(f"gate window: {e}") from e
     y = window[LABEL].to_numpy(dtype=int)
-    cand_proba = make(candidate_bytes, name="candidate").predict_proba(readings)
-    result["candidate"] |= score(y, cand_proba, threshold=threshold)
-
-    version = pinned_version(settings)
-    result["serving"]["version"] = version
+    result["candidate"] |= score(y, make(candidate_bytes, name="candidate").predict_proba(readings), threshold=threshold)
     try:
         serving_bytes, serving_md = Registry(paths=paths).load_verified(version)
     except NotFoundError as e:
@@ -107,11 +107,9 @@ def decide(*, settings: Settings, paths: Paths, candidate_bytes: bytes, window: 
     result["serving"]["onnx_sha256"] = serving_md["onnx_sha256"]
     result["serving"] |= score(y, make(serving_bytes, name=f"serving {version}").predict_proba(readings), threshold=threshold)
 
-    if len(window) == 0:
-        return _finish(result, better=False, reason="no labelled production window to compare on")
     cand, serv = result["candidate"][gate.metric], result["serving"][gate.metric]
     result["difference"] = cand - serv
-    better = cand >= serv + gate.margin
+    better = cand - serv >= gate.margin - 1e-12  # "at least the margin", immune to float rounding
     reason = (f"candidate {gate.metric} {cand:.4f} vs serving {version} {serv:.4f} on {len(window)} labelled rows "
               f"({result['window']['positives']} failures): {'at least' if better else 'less than'} the margin {gate.margin}")
     return _finish(result, better=better, reason=reason)

@@ -1,0 +1,90 @@
+"""The gate: candidate and serving model scored on the same labelled window; promote only if better by the margin."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.errors import DataValidationError
+from shared.features import LABEL
+from shared.gate import decide
+from shared.registry import Registry
+from tests.monitor.helpers import day2, stamp
+
+
+def with_gate(settings, **changes):
+    mon = settings.monitoring
+    return settings.model_copy(update={"monitoring": mon.model_copy(update={"gate": mon.gate.model_copy(update=changes)})})
+
+
+@pytest.fixture
+def window(paths):
+    df = day2(paths, "torque_shift").iloc[:800].copy()
+    df["time"] = [stamp(i) for i in range(len(df))]
+    df["model_version"] = "v1"
+    df["request_id"] = [f"r{i}" for i in range(len(df))]
+    return df
+
+
+class Oracle:
+    """A candidate that knows the answers (to test the promote path without training a better model)."""
+
+    def __init__(self, y):
+        self.y = np.asarray(y, dtype=np.float32)
+
+    def predict_proba(self, readings):
+        return self.y
+
+
+def test_an_identical_candidate_is_kept_by_the_margin(trained, paths, window):
+    v1_bytes, md = Registry(paths=paths).load_verified("v1")
+    result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_version_hint="v2")
+    assert result["decision"] == "keep"
+    assert result["candidate"]["f1"] == result["serving"]["f1"] and result["difference"] == 0.0
+    assert result["serving"]["version"] == "v1" and result["serving"]["onnx_sha256"] == md["onnx_sha256"]
+    assert result["metric"] == "f1" and result["margin"] == 0.01 and result["auto_promote"] is True
+    assert result["window"] == {"rows": 800, "positives": int(window[LABEL].sum()), "first_time": stamp(0),
+                                "last_time": stamp(799), "served_by": {"v1": 800}}
+    assert "less than the margin" in result["reason"]
+    # With no margin, "at least as good" promotes.
+    assert decide(settings=with_gate(trained, margin=0.0), paths=paths, candidate_bytes=v1_bytes, window=window)["decision"] == "promote"
+
+
+def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, window):
+    from shared.onnx_model import load_session
+
+    def scorer(model_bytes, *, name):
+        return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name)
+
+    result = decide(settings=trained, paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
+    assert result["decision"] == "promote" and result["candidate"]["f1"] == 1.0 and result["serving"]["f1"] < 0.99
+    kept = decide(settings=with_gate(trained, auto_promote=False), paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
+    assert kept["decision"] == "keep" and "auto_promote is false" in kept["reason"]
+
+
+def test_the_gate_metric_is_configurable(trained, paths, window):
+    from shared.onnx_model import load_session
+
+    def scorer(model_bytes, *, name):  # flags everything: recall 1, precision tiny
+        return Oracle(np.ones(len(window))) if model_bytes == b"all" else load_session(model_bytes, name=name)
+
+    assert decide(settings=trained, paths=paths, candidate_bytes=b"all", window=window, scorer=scorer)["decision"] == "keep"
+    assert decide(settings=with_gate(trained, metric="recall"), paths=paths, candidate_bytes=b"all", window=window,
+                  scorer=scorer)["decision"] == "promote"
+
+
+def test_an_empty_window_keeps_and_a_window_without_labels_is_refused(trained, paths, window):
+    v1_bytes, _ = Registry(paths=paths).load_verified("v1")
+    result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window.iloc[:0])
+    assert result["decision"] == "keep" and result["window"]["rows"] == 0
+    with pytest.raises(DataValidationError, match="machine_failure"):
+        decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window.drop(columns=[LABEL]))
+
+
+def test_the_serving_model_is_the_pin_read_now(trained, paths, window):
+    from services.trainer.train import train_and_register
+    from shared.pin import set_pin
+
+    train_and_register(trained, trigger={"kind": "command", "command": "test"})
+    set_pin(trained.config_path, "v2", paths=paths)
+    v1_bytes, _ = Registry(paths=paths).load_verified("v1")
+    assert decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window)["serving"]["version"] == "v2"
