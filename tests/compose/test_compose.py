@@ -121,7 +121,7 @@ def test_compose_up_serves_retrains_and_swaps_on_pin_edit(stack):
         tmp = dest / "config.yaml.new"
         tmp.write_text(text.replace("model_version: v1", "model_version: v2", 1))
         os.replace(tmp, cfg)
-    _wait(lambda: requests.get(f"{url}/model", timeout=3).json().get("version") == "v2", 60, "swap to v2", log)
+    _wait(lambda: requests.get(f"{url}/model", timeout=3).json().get("model_version") == "v2", 60, "swap to v2", log)
     r = requests.post(f"{url}/predict", json=READING, timeout=5)
     assert r.json()["model_version"] == "v2"
     deploy_log = (dest / "volumes" / "logs" / "deployment_log.csv").read_text()
