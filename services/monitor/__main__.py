@@ -7,7 +7,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 
 from shared.config import load_settings_or_exit
 from shared.errors import ClockworkError
@@ -67,8 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.once:
             monitor.cycle()
             return 0
+        stop = threading.Event()
+
+        def on_signal(signum, frame):
+            log.info("signal %d: stopping after the current cycle", signum)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
         log.info("monitor loop: every %.0f s (SIGTERM to stop)", settings.monitoring.interval_s)
-        run_loop(monitor, interval_s=settings.monitoring.interval_s)
+        run_loop(monitor, interval_s=settings.monitoring.interval_s, stop=stop)
         return 0
     except ClockworkError as e:
         log.error("monitor %s failed: %s", command, e)

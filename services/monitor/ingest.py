@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from services.monitor.reader import Chunk, LogDir
 from services.monitor.state import MonitorState, save_state
 from shared.errors import IntegrityError
-from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
+from shared.features import NUMERIC_FEATURES, TYPE_CODES
 from shared.labelled import labelled_file
 from shared.paths import Paths
 from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord
@@ -239,7 +239,6 @@ def compact_prediction(rec: PredictionRecord) -> list:
     return [rec.time, rec.model_version, ptype, *values, float(rec.probability), int(rec.label)]
 
 
-INPUT_COLUMNS = ["time", "model_version"] + RAW_COLUMNS
 
 
 _LATEST = datetime.max.replace(tzinfo=timezone.utc)

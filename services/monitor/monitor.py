@@ -14,7 +14,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import signal
 import threading
 import time
 from contextlib import contextmanager
@@ -278,11 +277,9 @@ def _version_key(v: str) -> int:
 
 
 def run_loop(monitor: Monitor, *, interval_s: float, stop: threading.Event | None = None, max_cycles: int | None = None) -> int:
-    """Cycles every `interval_s` until SIGTERM/SIGINT (the current cycle finishes) or `max_cycles`."""
+    """Cycles every `interval_s` until `stop` is set (main() sets it on SIGTERM/SIGINT; the current cycle
+    finishes) or `max_cycles` cycles ran. Returns the number of cycles."""
     stop = stop or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, frame: (log.info("signal %d: stopping after this cycle", signum), stop.set()))
     cycles = 0
     while not stop.is_set():
         started = time.monotonic()

@@ -78,3 +78,16 @@ def test_kill_9_mid_run_then_restart_loses_and_double_counts_nothing(trained, pa
     # The joined rows carry the right labels.
     truth = dict(zip(ids, df["machine_failure"].astype(int)))
     assert all(truth[r] == y for r, y in zip(got["request_id"], got["machine_failure"]))
+
+
+def test_sigterm_stops_the_loop_cleanly_after_the_cycle(trained, paths, redis_server):
+    env = dict(os.environ, CLOCKWORK_REDIS_URL=redis_server.url, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "services.monitor", "--config", str(trained.config_path)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 30
+    while not paths.monitor_state.is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b"stopping after the current cycle" in err and load_state(paths.monitor_state).cycles == 1

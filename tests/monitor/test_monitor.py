@@ -170,3 +170,17 @@ def test_monitor_cli_once_runs_one_cycle(trained, paths, redis_server, redis_cli
     assert main(["--config", str(trained.config_path), "--once"]) == 0
     assert load_state(Paths.from_settings(trained).monitor_state).labelled["rows"] == 300
     assert main(["--config", str(trained.config_path), "lineage", "no-such-id"]) == 1
+
+
+def test_the_loop_runs_bounded_and_stops_on_request(trained, paths, redis_client):
+    import threading
+
+    from services.monitor.monitor import run_loop
+
+    write_traffic(paths, day2(paths, "natural").iloc[:50])
+    monitor = Monitor(settings=trained, redis_client=redis_client)
+    assert run_loop(monitor, interval_s=0.01, max_cycles=2) == 2
+    assert load_state(paths.monitor_state).cycles == 2
+    stop = threading.Event()
+    stop.set()
+    assert run_loop(monitor, interval_s=0.01, stop=stop) == 0
