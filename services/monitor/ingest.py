@@ -198,10 +198,13 @@ class Ingestor:
         return rec
 
     def _trim(self, state: MonitorState) -> None:
+        # Keep the most recent by prediction time (files are read one after another, not in time order).
         if len(state.recent_inputs) > self.drift_window:
+            state.recent_inputs.sort(key=lambda r: r[0])
             del state.recent_inputs[: len(state.recent_inputs) - self.drift_window]
         for rows in state.windows.values():
             if len(rows) > self.window_size:
+                rows.sort(key=lambda r: r[0])
                 del rows[: len(rows) - self.window_size]
         for name, table, cap in (("expired_pending", state.pending, MAX_PENDING), ("expired_orphans", state.orphans, MAX_ORPHANS)):
             excess = len(table) - cap
