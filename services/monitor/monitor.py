@@ -87,6 +87,7 @@ class Monitor:
                 "new_predictions": counts.predictions, "new_feedback": counts.feedback, "new_labelled": counts.labelled,
                 "malformed": counts.malformed, "pending_predictions": len(state.pending), "orphan_labels": len(state.orphans),
                 "labelled_total": state.labelled["rows"], "read_seconds": round(read_s, 3),
+                "unread_bytes": self.ingestor.backlog_bytes(state),
             }
             quiet = quiet_reports and counts.lines == 0
             json_path, html_path = report_mod.report_paths(self.paths, report["created_at"])
