@@ -30,7 +30,7 @@ from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
 from shared.paths import Paths
 
 from services.inference import schemas
-from services.inference.holder import ConfigWatcher, ModelHolder
+from services.inference.holder import ConfigWatcher, ModelHolder, RowBatcher
 from services.inference.logs import RecordLog, RequestIds, UtcClock, check_instance_id, default_instance_id
 from services.inference.logs import LINE_OPTS
 from services.inference.metrics import NO_MODEL, Metrics
@@ -68,6 +68,7 @@ class Service:
         self.holder = ModelHolder(paths=self.paths, metrics=self.metrics, instance_id=self.instance_id)
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.ids = RequestIds()
+        self.batcher = RowBatcher(self.metrics)
         self.clock = UtcClock()
         self.predictions: RecordLog | None = None
         self.feedback: RecordLog | None = None
@@ -128,6 +129,7 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
     threshold = svc.threshold
     Reading, Batch = svc.Reading, svc.Batch
     ids, clock = svc.ids, svc.clock
+    batcher = svc.batcher
     codes = TYPE_CODES
     air, proc, speed, torque, wear = NUMERIC_FEATURES
 
@@ -153,9 +155,8 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         if m is None:
             return not_ready("/predict")
         values = r.__dict__
-        row = m.row
-        row[0] = (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear])
-        probability = m.predict_row()
+        probability = await batcher.submit(
+            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]))
         label = 1 if probability >= threshold else 0
         request_id = ids.next()
         svc.predictions.write(orjson.dumps(

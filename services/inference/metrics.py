@@ -38,6 +38,9 @@ class Metrics:
         self.swaps = Counter("clockwork_inference_swaps", "Successful model swaps", registry=r)
         self.config_errors = Counter("clockwork_inference_config_errors", "config.yaml edits that did not validate",
                                      registry=r)
+        self.onnx_runs = Counter("clockwork_inference_onnx_runs", "ONNX calls made for single-row /predict requests "
+                                 "(rows of requests waiting together run as one call)", registry=r)
+        self.onnx_rows = Counter("clockwork_inference_onnx_rows", "Rows predicted by those calls", registry=r)
         self.serving = Gauge("clockwork_inference_serving_model", "1 for the model version being served",
                              ["model_version", "onnx_sha256"], registry=r)
         self.ready = Gauge("clockwork_inference_ready", "1 when a checked model is loaded", registry=r)

@@ -1,0 +1,101 @@
+"""Fixtures: a project with two registered models (trained once per session), apps and live servers on it."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.config import Settings, load_settings
+from shared.paths import Paths
+from tests.conftest import free_port
+
+V2_PARAMS = {"n_estimators": 20, "max_depth": 6}
+
+
+@pytest.fixture(scope="session")
+def served_template(prepped_template, tmp_path_factory) -> Path:
+    """prep + v1 (the configured model) + v2 (a smaller forest), trained once; tests copy it."""
+    from services.trainer.train import train_and_register
+
+    dest = tmp_path_factory.mktemp("served") / "project"
+    shutil.copytree(prepped_template, dest)
+    settings = load_settings(dest / "config.yaml", env={})
+    v1 = train_and_register(settings, trigger={"kind": "test"})
+    small = settings.model_copy(update={"model_params": settings.model_params.model_copy(update=V2_PARAMS)})
+    v2 = train_and_register(small, trigger={"kind": "test"})
+    assert (v1["version"], v2["version"]) == ("v1", "v2")
+    return dest
+
+
+def _set(text: str, key: str, value: str) -> str:
+    """Replace `  key: ...` (the first one) in config text."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip().startswith(f"{key}:"):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = f"{indent}{key}: {value}\n"
+            return "".join(lines)
+    raise KeyError(key)
+
+
+@pytest.fixture
+def served(tmp_path, served_template) -> Settings:
+    """A private copy of the served project; deployment.reload_interval_s is short so swaps are quick."""
+    dest = tmp_path / "project"
+    shutil.copytree(served_template, dest)
+    cfg = dest / "config.yaml"
+    cfg.write_text(_set(cfg.read_text(), "reload_interval_s", "0.1"))
+    return load_settings(cfg, env={})
+
+
+@pytest.fixture
+def paths(served) -> Paths:
+    return Paths.from_settings(served)
+
+
+@pytest.fixture
+def client(served):
+    from fastapi.testclient import TestClient
+
+    from services.inference.app import create_app
+
+    with TestClient(create_app(served, instance_id="test-1")) as c:
+        yield c
+
+
+class LiveServer:
+    """uvicorn in a thread on a free port (real HTTP, real lifespan)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        from services.inference.__main__ import uvicorn_config
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture
+def live(served):
+    from services.inference.app import create_app
+
+    with LiveServer(create_app(served, instance_id="live-1")) as server:
+        yield server
