@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 CHUNK = 1 << 20
+FILE_MODE = 0o644
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -43,6 +44,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file owner-only; volume files are read by other services and people.
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

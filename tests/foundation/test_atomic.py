@@ -23,6 +23,12 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]
 
 
+def test_written_files_are_readable_by_other_services(tmp_path):
+    target = tmp_path / "report.html"
+    atomic.atomic_write_text(target, "<html></html>")
+    assert target.stat().st_mode & 0o777 == 0o644
+
+
 def _killed_writer(path):
     # Dies (like kill -9) between writing the temp file and renaming it.
     os.replace = lambda *a: os._exit(9)  # noqa: E731
