@@ -10,7 +10,7 @@ import pytest
 
 from shared.config import Settings, load_settings
 from shared.paths import Paths
-from tests.conftest import free_port
+from tests.conftest import ROOT, free_port
 
 V2_PARAMS = {"n_estimators": 20, "max_depth": 6}
 
@@ -43,11 +43,13 @@ def _set(text: str, key: str, value: str) -> str:
 
 @pytest.fixture
 def served(tmp_path, served_template) -> Settings:
-    """A private copy of the served project; deployment.reload_interval_s is short so swaps are quick."""
+    """A private copy of the served project, its config.yaml the repository's own text (comments included),
+    pinned to v1, with a short deployment.reload_interval_s so that swaps are quick."""
     dest = tmp_path / "project"
     shutil.copytree(served_template, dest)
     cfg = dest / "config.yaml"
-    cfg.write_text(_set(cfg.read_text(), "reload_interval_s", "0.1"))
+    text = (ROOT / "config.yaml").read_text()
+    cfg.write_text(_set(_set(text, "model_version", "v1"), "reload_interval_s", "0.1"))
     return load_settings(cfg, env={})
 
 
