@@ -170,6 +170,7 @@ class GateConfig(_Strict):
 class MonitoringConfig(_Strict):
     interval_s: PosFloat
     reports_dir: RelPath
+    keep_reports: PosInt
     state_file: RelPath
     labelled_dir: RelPath
     window_size: PosInt

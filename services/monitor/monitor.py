@@ -109,6 +109,7 @@ class Monitor:
                 state.history.append(history_entry(report))
                 del state.history[:-HISTORY_LEN]
                 report_mod.write_html(self.paths, report, html_path, history=state.history, reference=reference, production=production)
+                report_mod.prune(self.paths, keep=self.settings.monitoring.keep_reports)
             state.cycles += 1
             state.updated_at = report["created_at"]
             save_state(self.paths.monitor_state, state)

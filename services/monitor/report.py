@@ -53,6 +53,17 @@ def write_html(paths: Paths, report: dict, path: Path, *, history: list[dict], r
     atomic_write_text(paths.reports_dir / LATEST_HTML, page)
 
 
+def prune(paths: Paths, *, keep: int) -> list[Path]:
+    """Delete the oldest per-cycle reports beyond the newest `keep` (latest.* always stays)."""
+    removed = []
+    for suffix in (".json", ".html"):
+        cycle_files = sorted(paths.reports_dir.glob(f"report-*{suffix}"))
+        for old in cycle_files[: max(0, len(cycle_files) - keep)]:
+            old.unlink(missing_ok=True)
+            removed.append(old)
+    return removed
+
+
 # --- plots -----------------------------------------------------------------------------------
 def _png(fig: Figure) -> str:
     buf = io.BytesIO()

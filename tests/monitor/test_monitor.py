@@ -184,3 +184,18 @@ def test_the_loop_runs_bounded_and_stops_on_request(trained, paths, redis_client
     stop = threading.Event()
     stop.set()
     assert run_loop(monitor, interval_s=0.01, stop=stop) == 0
+
+
+def test_old_cycle_reports_are_pruned_to_the_configured_count(paths):
+    from services.monitor import report as report_mod
+
+    paths.reports_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(5):
+        for suffix in (".json", ".html"):
+            (paths.reports_dir / f"report-2026010{i}T000000000000Z{suffix}").write_text("x")
+    (paths.reports_dir / "latest.html").write_text("x")
+    removed = report_mod.prune(paths, keep=2)
+    assert len(removed) == 6
+    left = sorted(p.name for p in paths.reports_dir.iterdir())
+    assert left == ["latest.html", "report-20260103T000000000000Z.html", "report-20260103T000000000000Z.json",
+                    "report-20260104T000000000000Z.html", "report-20260104T000000000000Z.json"]
