@@ -165,6 +165,7 @@ class GateConfig(_Strict):
     margin: Annotated[float, Field(ge=0, le=1)]
     auto_promote: bool
     window_size: PosInt
+    min_positives: Annotated[int, Field(ge=0)]
 
 
 class MonitoringConfig(_Strict):

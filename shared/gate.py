@@ -93,6 +93,10 @@ def decide(*, settings: Settings, paths: Paths, candidate_bytes: bytes, window: 
     result["serving"]["version"] = version
     if len(window) == 0:
         return _finish(result, better=False, reason="no labelled production window to compare on")
+    if result["window"]["positives"] < gate.min_positives:
+        return _finish(result, better=False, reason=(
+            f"the window holds {result['window']['positives']} failure(s), fewer than monitoring.gate.min_positives "
+            f"({gate.min_positives}): too few to judge a failure-class metric"))
     try:
         readings = encode_readings(window)
     except ValueError as e:

@@ -88,3 +88,18 @@ def test_the_serving_model_is_the_pin_read_now(trained, paths, window):
     set_pin(trained.config_path, "v2", paths=paths)
     v1_bytes, _ = Registry(paths=paths).load_verified("v1")
     assert decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window)["serving"]["version"] == "v2"
+
+
+def test_a_window_with_too_few_failures_keeps_the_serving_model(trained, paths, window):
+    from shared.onnx_model import load_session
+
+    def scorer(model_bytes, *, name):
+        return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name)
+
+    positives = int(window[LABEL].sum())
+    strict = with_gate(trained, min_positives=positives + 1)
+    result = decide(settings=strict, paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
+    assert result["decision"] == "keep"
+    assert f"holds {positives} failure(s)" in result["reason"] and "min_positives" in result["reason"]
+    assert decide(settings=with_gate(trained, min_positives=positives), paths=paths, candidate_bytes=b"oracle",
+                  window=window, scorer=scorer)["decision"] == "promote"
