@@ -15,11 +15,10 @@ import sys
 import orjson
 from fastapi import FastAPI, Request
 from pydantic import ValidationError
-from starlette.responses import Response
 
 from shared.config import Settings, load_settings_or_exit
 from services.inference import schemas
-from services.inference.routing import DirectRoute, read_body
+from services.inference.routing import DirectRoute, JSONBytes, read_body
 
 VARIANTS = ("direct", "fastapi")
 ANSWER = orjson.dumps({"request_id": "0000000000000000-0000001", "model_version": "v0", "failure_probability": 0.0123,
@@ -31,15 +30,15 @@ def create_baseline_app(settings: Settings, *, variant: str) -> FastAPI:
     limit = settings.deployment.max_body_bytes
     app = FastAPI(title=f"validation-only baseline ({variant})")
     if variant == "direct":
-        async def predict(request: Request) -> Response:
+        async def predict(request: Request) -> JSONBytes:
             try:
                 Reading.model_validate_json(await read_body(request, limit))
             except ValidationError as e:
                 err = schemas.explain(e)
-                return Response(orjson.dumps(err.body()), status_code=err.status, media_type="application/json")
+                return JSONBytes(orjson.dumps(err.body()), err.status)
             except schemas.BadRequest as err:
-                return Response(orjson.dumps(err.body()), status_code=err.status, media_type="application/json")
-            return Response(ANSWER, media_type="application/json")
+                return JSONBytes(orjson.dumps(err.body()), err.status)
+            return JSONBytes(ANSWER)
 
         app.router.routes.append(DirectRoute("/predict", predict, methods=["POST"], body_schema="Reading"))
     elif variant == "fastapi":

@@ -91,6 +91,12 @@ class Server:
             time.sleep(0.2)
         raise SystemExit(f"{self.name} did not answer on port {self.port}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far (from /proc)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=2000.0, help="fixed request rate (req/s) for the latency run")
     p.add_argument("--batch-rows", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--quick", action="store_true", help="throughput rounds only (no latency, no batch)")
     args = p.parse_args(argv)
 
     ncpu = len(os.sched_getaffinity(0))
@@ -162,26 +169,42 @@ def main(argv: list[str] | None = None) -> int:
         for name in servers:  # warm-up
             drive(name, seconds=1.0)
         throughput: dict[str, list[float]] = {name: [] for name in servers}
+        per_cpu: dict[str, list[float]] = {name: [] for name in servers}
+        round_ratios: list[float] = []
         service_requests = 0
         for rnd in range(args.rounds):
+            this_round = {}
             for name in servers:
+                cpu0 = servers[name].cpu_seconds()
                 r = drive(name)
+                cpu = servers[name].cpu_seconds() - cpu0
                 if r.errors:
                     raise SystemExit(f"{name}: {r.errors} failed requests ({r.statuses})")
                 if name == "service":
                     service_requests += r.requests
-                throughput[name].append(r.requests / r.seconds)
-                print(f"round {rnd + 1}: {name:17s} {r.requests / r.seconds:8.0f} req/s", flush=True)
+                this_round[name] = r.requests / r.seconds
+                throughput[name].append(this_round[name])
+                per_cpu[name].append(r.requests / cpu if cpu > 0 else float("nan"))
+                print(f"round {rnd + 1}: {name:17s} {this_round[name]:8.0f} req/s  {per_cpu[name][-1]:8.0f} req per CPU-second",
+                      flush=True)
+            round_ratios.append(this_round["service"] / max(v for n, v in this_round.items() if n.startswith("baseline")))
         medians = {name: statistics.median(v) for name, v in throughput.items()}
+        cpu_medians = {name: statistics.median(v) for name, v in per_cpu.items()}
         fastest = max((n for n in medians if n.startswith("baseline")), key=medians.get)
         ratio = medians["service"] / medians[fastest]
+        cpu_fastest = max((n for n in cpu_medians if n.startswith("baseline")), key=cpu_medians.get)
+        cpu_ratio = cpu_medians["service"] / cpu_medians[cpu_fastest]
         results["throughput"] = {"runs_req_s": throughput, "median_req_s": medians, "fastest_baseline": fastest,
-                                 "ratio": ratio}
+                                 "ratio": ratio, "round_ratios": round_ratios, "median_round_ratio": statistics.median(round_ratios),
+                                 "runs_req_per_cpu_s": per_cpu, "median_req_per_cpu_s": cpu_medians,
+                                 "fastest_baseline_per_cpu": cpu_fastest, "ratio_per_cpu": cpu_ratio}
         print(f"/predict: service {medians['service']:.0f} req/s, fastest baseline ({fastest}) {medians[fastest]:.0f} req/s, "
-              f"ratio {ratio:.3f}", flush=True)
+              f"ratio of medians {ratio:.3f}, median of per-round ratios {statistics.median(round_ratios):.3f}", flush=True)
+        print(f"/predict per CPU-second of the server: service {cpu_medians['service']:.0f}, fastest baseline ({cpu_fastest}) "
+              f"{cpu_medians[cpu_fastest]:.0f}, ratio {cpu_ratio:.3f}", flush=True)
 
         latency = {}
-        for name in ("service", fastest):
+        for name in () if args.quick else ("service", fastest):
             r = drive(name, rate=args.rate, seconds=args.seconds)
             if name == "service":
                 service_requests += r.requests
@@ -194,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
         batch = {}
         reading = json.loads(BODY)
-        for rows in args.batch_rows:
+        for rows in () if args.quick else args.batch_rows:
             body = json.dumps({"readings": [reading] * rows}).encode()
             r = drive("service", path="/predict/batch", body=body, seconds=args.seconds)
             if r.errors:

@@ -4,10 +4,11 @@ Routes: POST /predict, POST /predict/batch, POST /feedback, GET /health, /ready,
 The lifespan opens this instance's logs, loads the pinned version (sha256 checked, no external data,
 no pickle) and starts the config watcher that hot-swaps it (see holder.py).
 
-The hot routes are `async def` endpoints run inline on the event loop (no thread hop): read the body
-with a size cap, validate it with pydantic's JSON parser, fill the model's preallocated input row,
-run the ONNX session, write one log line, answer with orjson. Bad input is a 4xx naming the field and
-the reason; anything unexpected is still a JSON 500 (and a bug to fix).
+The hot routes are `async def` endpoints on the event loop with no thread hop and no FastAPI
+dependency machinery (routing.DirectRoute): read the body with a size cap, validate it with pydantic's
+JSON parser, read the holder once, predict (single rows waiting together run as one ONNX call, see
+predictor.py), log the record, answer with orjson. Bad input is a 4xx naming the field and the reason;
+anything unexpected is still a JSON 500 (and a bug to fix).
 """
 from __future__ import annotations
 
@@ -30,16 +31,14 @@ from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
 from shared.paths import Paths
 
 from services.inference import schemas
-from services.inference.holder import ConfigWatcher, ModelHolder, RowBatcher
-from services.inference.logs import RecordLog, RequestIds, UtcClock, check_instance_id, default_instance_id
-from services.inference.logs import LINE_OPTS
+from services.inference.holder import ConfigWatcher, ModelHolder
+from services.inference.logs import LINE_OPTS, RecordLog, RequestIds, UtcClock, check_instance_id, default_instance_id
 from services.inference.metrics import NO_MODEL, Metrics
-from services.inference.routing import DirectRoute, read_body
+from services.inference.predictor import Predictor
+from services.inference.routing import DirectRoute, JSONBytes, read_body
 from services.inference.schemas import BadRequest, explain
 
 log = logging.getLogger(__name__)
-
-JSON = "application/json"
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorBody, "description": "Malformed JSON"},
     413: {"model": schemas.ErrorBody, "description": "Body or batch over the configured limit"},
@@ -49,7 +48,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def _json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type=JSON)
+    return JSONBytes(orjson.dumps(data), status)
 
 
 class Service:
@@ -68,8 +67,8 @@ class Service:
         self.holder = ModelHolder(paths=self.paths, metrics=self.metrics, instance_id=self.instance_id)
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.ids = RequestIds()
-        self.batcher = RowBatcher(self.metrics)
         self.clock = UtcClock()
+        self.predictor = Predictor(threshold=self.threshold, ids=self.ids, clock=self.clock, metrics=self.metrics)
         self.predictions: RecordLog | None = None
         self.feedback: RecordLog | None = None
         self._task: asyncio.Task | None = None
@@ -83,7 +82,7 @@ class Service:
         return self.paths.feedback_log_dir / f"{self.instance_id}.jsonl"
 
     async def start(self) -> None:
-        self.predictions = RecordLog(self.prediction_log_path)
+        self.predictions = self.predictor.log = RecordLog(self.prediction_log_path)
         self.feedback = RecordLog(self.feedback_log_path)
         self.watcher.prime()
         log.info("instance %s: prediction log %s, feedback log %s", self.instance_id, self.prediction_log_path,
@@ -128,8 +127,8 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
     metrics = svc.metrics
     threshold = svc.threshold
     Reading, Batch = svc.Reading, svc.Batch
-    ids, clock = svc.ids, svc.clock
-    batcher = svc.batcher
+    clock = svc.clock
+    submit, record = svc.predictor.submit, svc.predictor.record
     codes = TYPE_CODES
     air, proc, speed, torque, wear = NUMERIC_FEATURES
 
@@ -155,20 +154,12 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         if m is None:
             return not_ready("/predict")
         values = r.__dict__
-        probability = await batcher.submit(
-            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]))
-        label = 1 if probability >= threshold else 0
-        request_id = ids.next()
-        svc.predictions.write(orjson.dumps(
-            {"time": clock.now(), "request_id": request_id, "model_version": m.version, "inputs": values,
-             "probability": probability, "label": label, "threshold": threshold}, option=LINE_OPTS))
+        request_id, probability, label = await submit(
+            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]), values)
         body = orjson.dumps({"request_id": request_id, "model_version": m.version, "failure_probability": probability,
                              "prediction": label, "threshold": threshold})
-        rm = m.predict_route
-        rm.predicted[label].inc()
-        rm.ok.inc()
-        rm.latency.observe(time.perf_counter() - started)
-        return Response(body, media_type=JSON)
+        m.predict_route.observe(time.perf_counter() - started)
+        return JSONBytes(body)
 
     # --- POST /predict/batch -----------------------------------------------------------------
     async def predict_batch(request: Request) -> Response:
@@ -184,28 +175,12 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
             return not_ready("/predict/batch")
         rows = [r.__dict__ for r in batch.readings]
         x = np.array([(codes[v["type"]], v[air], v[proc], v[speed], v[torque], v[wear]) for v in rows], dtype=np.float32)
-        probabilities = m.predict_many(x).tolist()
-        now = clock.now()
-        version = m.version
-        lines = []
-        out = []
-        positives = 0
-        for values, p in zip(rows, probabilities):
-            label = 1 if p >= threshold else 0
-            positives += label
-            request_id = ids.next()
-            lines.append(orjson.dumps(
-                {"time": now, "request_id": request_id, "model_version": version, "inputs": values,
-                 "probability": p, "label": label, "threshold": threshold}, option=LINE_OPTS))
-            out.append({"request_id": request_id, "failure_probability": p, "prediction": label})
-        svc.predictions.write(b"".join(lines))
-        body = orjson.dumps({"model_version": version, "threshold": threshold, "predictions": out})
-        rm = m.batch_route
-        rm.predicted[1].inc(positives)
-        rm.predicted[0].inc(len(out) - positives)
-        rm.ok.inc()
-        rm.latency.observe(time.perf_counter() - started)
-        return Response(body, media_type=JSON)
+        results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route)
+        body = orjson.dumps({"model_version": m.version, "threshold": threshold,
+                             "predictions": [{"request_id": rid, "failure_probability": p, "prediction": label}
+                                             for rid, p, label in results]})
+        m.batch_route.observe(time.perf_counter() - started)
+        return JSONBytes(body)
 
     # --- POST /feedback ------------------------------------------------------------------------
     async def feedback(request: Request) -> Response:
@@ -218,7 +193,7 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         svc.feedback.write(orjson.dumps({"time": clock.now(), "request_id": fb.request_id, "label": fb.label},
                                         option=LINE_OPTS))
         current = holder.current
-        metrics.requests.labels("/feedback", "200", current.version if current else NO_MODEL).inc()
+        metrics.count("/feedback", 200, current.version if current else NO_MODEL)
         return _json({"request_id": fb.request_id, "label": fb.label, "recorded": True})
 
     router = app.router
@@ -240,7 +215,7 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
     # --- GET routes ----------------------------------------------------------------------------
     def count(route: str, status: int) -> None:
         current = holder.current
-        metrics.requests.labels(route, str(status), current.version if current else NO_MODEL).inc()
+        metrics.count(route, status, current.version if current else NO_MODEL)
 
     @app.get("/health", response_model=schemas.Health, tags=["ops"], summary="The process is alive")
     async def health() -> Response:

@@ -53,7 +53,6 @@ class ServingModel:
     row: np.ndarray = field(default_factory=lambda: np.zeros((1, len(RAW_COLUMNS)), dtype=np.float32))
     predict_route: RouteMetrics | None = None
     batch_route: RouteMetrics | None = None
-    feedback_route: RouteMetrics | None = None
 
     def __post_init__(self) -> None:
         # One-row calls go through an IO binding on preallocated arrays: no input conversion, no output
@@ -72,55 +71,6 @@ class ServingModel:
 
     def predict_many(self, readings: np.ndarray) -> np.ndarray:
         return self.model.predict_proba(readings)
-
-
-class RowBatcher:
-    """Runs single-row predictions that wait in the same event-loop iteration as one ONNX call.
-
-    Under concurrent load, several /predict requests are parsed in one loop iteration; each submits
-    its row and awaits a future, and one callback (scheduled with call_soon, so it runs right after
-    the requests already queued, with no timer and no added wait) runs them per model as one batch.
-    A forest costs about as much for 16 rows as for one, so this is where throughput comes from. A
-    lone request runs as a one-row call on the model's preallocated input. Rows are grouped by the
-    ServingModel each request read, so a swap in between never mixes versions.
-    """
-
-    def __init__(self, metrics: Metrics | None = None) -> None:
-        self.pending: list[tuple[ServingModel, tuple, asyncio.Future]] = []
-        self.metrics = metrics
-
-    def submit(self, model: ServingModel, values: tuple) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self.flush)
-        self.pending.append((model, values, fut))
-        return fut
-
-    def flush(self) -> None:
-        pending, self.pending = self.pending, []
-        groups: dict[int, list] = {}
-        for item in pending:
-            groups.setdefault(id(item[0]), []).append(item)
-        for items in groups.values():
-            model = items[0][0]
-            try:
-                if len(items) == 1:
-                    model.row[0] = items[0][1]
-                    probabilities = [model.predict_row()]
-                else:
-                    probabilities = model.predict_many(np.array([v for _, v, _ in items], dtype=np.float32)).tolist()
-            except Exception as e:  # noqa: BLE001 - handed to each waiting request, which answers 500
-                for _, _, fut in items:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            if self.metrics is not None:
-                self.metrics.onnx_runs.inc()
-                self.metrics.onnx_rows.inc(len(items))
-            for (_, _, fut), p in zip(items, probabilities):
-                if not fut.done():  # a request whose client went away was cancelled
-                    fut.set_result(p)
 
 
 def load_serving_model(paths: Paths, version: str) -> ServingModel:
@@ -195,7 +145,6 @@ class ModelHolder:
                 return False
             new.predict_route = self.metrics.route("/predict", version)
             new.batch_route = self.metrics.route("/predict/batch", version)
-            new.feedback_route = self.metrics.route("/feedback", version)
             self.current = new  # the swap: one reference, read once per request
             self.failed_pin = None
             self.metrics.set_serving(version, new.onnx_sha256, (old.version, old.onnx_sha256) if old else None)

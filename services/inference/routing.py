@@ -39,6 +39,18 @@ class DirectRoute(APIRoute):
         self.app = _direct_app(endpoint)
 
 
+class JSONBytes(Response):
+    """A JSON body serialised already (orjson): the two headers are built directly, nothing else is done."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status_code: int = 200) -> None:
+        self.body = body
+        self.status_code = status_code
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+
+
 def body_too_large(limit: int, size: int | None = None) -> str:
     got = f"{size} bytes" if size is not None else "the body"
     return f"body: {got} is over the limit of {limit} bytes (deployment.max_body_bytes)"
