@@ -140,10 +140,13 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = load_settings(config)
     env = dict(os.environ, PYTHONPATH=str(ROOT), CLOCKWORK_LOG_LEVEL="WARNING")
-    ports = {name: free_port() for name in ("service", "baseline-direct", "baseline-fastapi")}
+    ports = {name: free_port() for name in ("service", "service-inline", "baseline-direct", "baseline-fastapi")}
     servers = {
         "service": Server("service", ["-m", "services.inference", "serve", "--config", str(config), "--instance-id", "bench"],
                           ports["service"], server_cpus, dict(env, CLOCKWORK_PORT=str(ports["service"]))),
+        "service-inline": Server("service-inline", ["-m", "services.inference", "serve", "--config", str(config),
+                                                    "--instance-id", "bench-inline"], ports["service-inline"], server_cpus,
+                                 dict(env, CLOCKWORK_PORT=str(ports["service-inline"]), CLOCKWORK_INFERENCE_COALESCE="0")),
         "baseline-direct": Server("baseline-direct", ["-m", "bench.baseline_app", "--config", str(config), "--variant", "direct",
                                                       "--port", str(ports["baseline-direct"])], ports["baseline-direct"], server_cpus, env),
         "baseline-fastapi": Server("baseline-fastapi", ["-m", "bench.baseline_app", "--config", str(config), "--variant", "fastapi",
@@ -204,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{cpu_medians[cpu_fastest]:.0f}, ratio {cpu_ratio:.3f}", flush=True)
 
         latency = {}
-        for name in () if args.quick else ("service", fastest):
+        for name in () if args.quick else ("service", "service-inline", fastest):
             r = drive(name, rate=args.rate, seconds=args.seconds)
             if name == "service":
                 service_requests += r.requests

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from typing import Any
 
@@ -39,6 +40,8 @@ from services.inference.routing import DirectRoute, JSONBytes, read_body
 from services.inference.schemas import BadRequest, explain
 
 log = logging.getLogger(__name__)
+
+COALESCE_ENV = "CLOCKWORK_INFERENCE_COALESCE"  # "0": no coalescing of concurrent /predict rows (benchmark comparison)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorBody, "description": "Malformed JSON"},
     413: {"model": schemas.ErrorBody, "description": "Body or batch over the configured limit"},
@@ -68,7 +71,8 @@ class Service:
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.ids = RequestIds()
         self.clock = UtcClock()
-        self.predictor = Predictor(threshold=self.threshold, ids=self.ids, clock=self.clock, metrics=self.metrics)
+        self.predictor = Predictor(threshold=self.threshold, ids=self.ids, clock=self.clock, metrics=self.metrics,
+                                   coalesce=os.environ.get(COALESCE_ENV, "1") != "0")
         self.predictions: RecordLog | None = None
         self.feedback: RecordLog | None = None
         self._task: asyncio.Task | None = None

@@ -8,6 +8,9 @@ while they are still in cache), writes all their prediction records with one `os
 whole), and only then resolves the futures: each record is on disk (in the page cache) before its
 response is sent. A lone request runs as a one-row call on the model's preallocated input.
 
+`CLOCKWORK_INFERENCE_COALESCE=0` turns coalescing off (each request runs its own one-row call inline),
+for comparison in the benchmark.
+
 Rows are grouped by the ServingModel each request read from the holder, so a swap in between never
 mixes versions: every response and every record names the model that computed it.
 """
@@ -24,7 +27,9 @@ from services.inference.metrics import Metrics
 
 
 class Predictor:
-    def __init__(self, *, threshold: float, ids: RequestIds, clock: UtcClock, metrics: Metrics) -> None:
+    def __init__(self, *, threshold: float, ids: RequestIds, clock: UtcClock, metrics: Metrics,
+                 coalesce: bool = True) -> None:
+        self.coalesce = coalesce  # False: every request runs its own one-row call at once (for comparison)
         self.threshold = threshold
         self.ids = ids
         self.clock = clock
@@ -36,6 +41,9 @@ class Predictor:
         """Queue one reading (`row` in RAW_COLUMNS order, `inputs` as logged); resolves to (request_id, p, label)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
+        if not self.coalesce:
+            self._run(model, [(model, row, inputs, fut)])  # resolved now: awaiting it does not suspend
+            return fut
         if not self.pending:
             loop.call_soon(self.flush)
         self.pending.append((model, row, inputs, fut))

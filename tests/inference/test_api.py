@@ -310,3 +310,17 @@ def test_one_row_and_batch_paths_agree_on_many_readings(client, served):
     batch = client.post("/predict/batch", json={"readings": readings}).json()["predictions"]
     for reading, b in zip(readings, batch):
         assert client.post("/predict", json=reading).json()["failure_probability"] == pytest.approx(b["failure_probability"], abs=1e-7)
+
+
+def test_inline_mode_gives_the_same_answers(served, monkeypatch, client):
+    from fastapi.testclient import TestClient
+
+    from services.inference.app import COALESCE_ENV, create_app
+
+    monkeypatch.setenv(COALESCE_ENV, "0")
+    with TestClient(create_app(served, instance_id="inline")) as inline:
+        assert inline.app.state.service.predictor.coalesce is False
+        for reading in (SNAKE, FAILING):
+            a = inline.post("/predict", json=reading).json()
+            b = client.post("/predict", json=reading).json()
+            assert a["failure_probability"] == b["failure_probability"] and a["prediction"] == b["prediction"]
