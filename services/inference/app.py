@@ -87,6 +87,7 @@ class Service:
 
     async def start(self) -> None:
         self.predictions = self.predictor.log = RecordLog(self.prediction_log_path)
+        self.predictor.loop = asyncio.get_running_loop()
         self.feedback = RecordLog(self.feedback_log_path)
         self.watcher.prime()
         log.info("instance %s: prediction log %s, feedback log %s", self.instance_id, self.prediction_log_path,
