@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -205,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio of medians {ratio:.3f}, median of per-round ratios {statistics.median(round_ratios):.3f}", flush=True)
         print(f"/predict per CPU-second of the server: service {cpu_medians['service']:.0f}, fastest baseline ({cpu_fastest}) "
               f"{cpu_medians[cpu_fastest]:.0f}, ratio {cpu_ratio:.3f}", flush=True)
+
+        text = httpx.get(f"http://127.0.0.1:{servers['service'].port}/metrics", timeout=5).text
+        runs = float(re.search(r"^clockwork_inference_onnx_runs_total (\S+)$", text, re.M).group(1))
+        rows = float(re.search(r"^clockwork_inference_onnx_rows_total (\S+)$", text, re.M).group(1))
+        results["throughput"]["service_rows_per_onnx_call"] = rows / runs
+        print(f"service: {rows / runs:.1f} /predict rows per ONNX call (coalesced)", flush=True)
 
         latency = {}
         for name in () if args.quick else ("service", "service-inline", fastest):

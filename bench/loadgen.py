@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import os
+import queue
 import time
 from dataclasses import dataclass, field
 
@@ -234,8 +235,17 @@ def run_load(*, host: str, port: int, path: str, body: bytes, processes: int = 1
     for p in procs:
         p.start()
     total = Result()
-    for _ in procs:
-        total.merge(out.get(timeout=seconds + 60))
+    deadline = time.monotonic() + seconds + 60
+    received = 0
+    while received < len(procs):
+        try:
+            total.merge(out.get(timeout=0.5))
+            received += 1
+        except queue.Empty:
+            if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in procs):
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"load generator process failed (exit codes {[p.exitcode for p in procs]})")
     for p in procs:
         p.join(10)
     return total
