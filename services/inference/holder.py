@@ -45,6 +45,8 @@ PROBE = np.array([[TYPE_CODES[EXAMPLE_READING["type"]]] + [EXAMPLE_READING[c] fo
 
 @dataclass(eq=False)
 class ServingModel:
+    """One loaded, checked model version as served: session, metadata, one-row input and its metrics."""
+
     version: str
     model: OnnxModel
     metadata: dict
