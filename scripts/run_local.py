@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from shared.config import load_settings_or_exit  # noqa: E402
 from shared.logging_setup import configure_logging  # noqa: E402
+from shared.paths import Paths  # noqa: E402
 
 log = logging.getLogger("local")
 STOP_GRACE_S = 20.0
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)
     settings = load_settings_or_exit(args.config)
     port = args.redis_port or urlparse(settings.redis.url).port or 6379
-    local = Local(config=settings.config_path.resolve(), redis_port=port, data_dir=ROOT / ".local" / "redis")
+    local = Local(config=settings.config_path.resolve(), redis_port=port, data_dir=Paths.from_settings(settings).embedded_redis_dir)
 
     def on_signal(signum, frame):  # noqa: ARG001
         log.info("signal %d: shutting down", signum)

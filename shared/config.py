@@ -190,6 +190,7 @@ class RedisConfig(_Strict):
     dead_letter_queue: Annotated[str, Field(min_length=1)]
     job_key_prefix: Annotated[str, Field(min_length=1)]
     lease_s: PosFloat
+    embedded_data_dir: RelPath
 
 
 class Settings(_Strict):

@@ -103,6 +103,10 @@ class Paths:
     def feedback_log_dir(self) -> Path:
         return self._v(self.settings.deployment.feedback_log_dir)
 
+    @property
+    def embedded_redis_dir(self) -> Path:
+        return self._v(self.settings.redis.embedded_data_dir)
+
     # --- monitor ----------------------------------------------------------------------------
     @property
     def reports_dir(self) -> Path:
