@@ -106,6 +106,17 @@ class Server:
             self.proc.kill()
 
 
+def inline_variant(config: Path) -> Path:
+    """A copy of config.yaml beside it with deployment.coalesce.enabled false (same volume, same model)."""
+    import yaml
+
+    cfg = yaml.safe_load(config.read_text())
+    cfg["deployment"]["coalesce"]["enabled"] = False
+    out = config.with_name("config-inline.yaml")
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))] if s else float("nan")
@@ -140,14 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     from shared.paths import Paths
 
     settings = load_settings(config)
+    inline_config = inline_variant(config)
     env = dict(os.environ, PYTHONPATH=str(ROOT), CLOCKWORK_LOG_LEVEL="WARNING")
     ports = {name: free_port() for name in ("service", "service-inline", "baseline-direct", "baseline-fastapi")}
     servers = {
         "service": Server("service", ["-m", "services.inference", "serve", "--config", str(config), "--instance-id", "bench"],
                           ports["service"], server_cpus, dict(env, CLOCKWORK_PORT=str(ports["service"]))),
-        "service-inline": Server("service-inline", ["-m", "services.inference", "serve", "--config", str(config),
+        "service-inline": Server("service-inline", ["-m", "services.inference", "serve", "--config", str(inline_config),
                                                     "--instance-id", "bench-inline"], ports["service-inline"], server_cpus,
-                                 dict(env, CLOCKWORK_PORT=str(ports["service-inline"]), CLOCKWORK_INFERENCE_COALESCE="0")),
+                                 dict(env, CLOCKWORK_PORT=str(ports["service-inline"]))),
         "baseline-direct": Server("baseline-direct", ["-m", "bench.baseline_app", "--config", str(config), "--variant", "direct",
                                                       "--port", str(ports["baseline-direct"])], ports["baseline-direct"], server_cpus, env),
         "baseline-fastapi": Server("baseline-fastapi", ["-m", "bench.baseline_app", "--config", str(config), "--variant", "fastapi",

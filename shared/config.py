@@ -112,6 +112,12 @@ class RegistryConfig(_Strict):
     metadata_log: RelPath
 
 
+class CoalesceConfig(_Strict):
+    enabled: bool
+    max_rows: PosInt
+    max_open_iterations: Annotated[int, Field(ge=0)]
+
+
 class DeploymentConfig(_Strict):
     model_version: Annotated[str, Field(pattern=MODEL_VERSION_RE.pattern)]
     host: Annotated[str, Field(min_length=1)]
@@ -120,6 +126,7 @@ class DeploymentConfig(_Strict):
     max_batch_rows: PosInt
     max_body_bytes: PosInt
     reload_interval_s: PosFloat
+    coalesce: CoalesceConfig
     deployment_log: RelPath
     prediction_log_dir: RelPath
     feedback_log_dir: RelPath

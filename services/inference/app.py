@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from typing import Any
 
@@ -41,7 +40,6 @@ from services.inference.schemas import BadRequest, explain
 
 log = logging.getLogger(__name__)
 
-COALESCE_ENV = "CLOCKWORK_INFERENCE_COALESCE"  # "0": no coalescing of concurrent /predict rows (benchmark comparison)
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorBody, "description": "Malformed JSON"},
     413: {"model": schemas.ErrorBody, "description": "Body or batch over the configured limit"},
@@ -72,7 +70,8 @@ class Service:
         self.ids = RequestIds()
         self.clock = UtcClock()
         self.predictor = Predictor(threshold=self.threshold, ids=self.ids, clock=self.clock, metrics=self.metrics,
-                                   coalesce=os.environ.get(COALESCE_ENV, "1") != "0")
+                                   coalesce=dep.coalesce.enabled, max_rows=dep.coalesce.max_rows,
+                                   max_open_iterations=dep.coalesce.max_open_iterations)
         self.predictions: RecordLog | None = None
         self.feedback: RecordLog | None = None
         self._task: asyncio.Task | None = None

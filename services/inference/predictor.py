@@ -2,15 +2,15 @@
 
 Under concurrent load, uvicorn parses several /predict requests per event-loop iteration. Each
 submits its reading and awaits a future. The batch stays open while requests keep arriving, one loop
-iteration at a time (`call_soon`, no timer), for at most MAX_OPEN_ITERATIONS iterations or MAX_ROWS
+iteration at a time (`call_soon`, no timer), for at most `max_open_iterations` iterations or `max_rows`
 rows; a lone request waits one extra iteration (microseconds). Then `flush` runs the rows of each
 model as one ONNX call (a forest call costs ~15 us of fixed overhead, ~1 us per extra row, and
 several times more when its code and nodes have fallen out of cache between calls), writes all their
 prediction records with one `os.write` (every line whole), and only then resolves the futures: each
 record is written before its response is sent.
 
-`CLOCKWORK_INFERENCE_COALESCE=0` turns coalescing off (each request runs its own one-row call inline),
-for comparison in the benchmark.
+`deployment.coalesce` in config.yaml sets the limits; `enabled: false` turns coalescing off (each
+request runs its own one-row call inline), for comparison in the benchmark.
 
 Rows are grouped by the ServingModel each request read from the holder, so a swap in between never
 mixes versions: every response and every record names the model that computed it.
@@ -27,14 +27,12 @@ from services.inference.logs import LINE_OPTS, RecordLog, RequestIds, UtcClock
 from services.inference.metrics import Metrics
 
 
-MAX_OPEN_ITERATIONS = 3  # event-loop iterations a batch stays open while requests keep arriving
-MAX_ROWS = 256  # a batch this large runs at once
-
-
 class Predictor:
     def __init__(self, *, threshold: float, ids: RequestIds, clock: UtcClock, metrics: Metrics,
-                 coalesce: bool = True) -> None:
+                 coalesce: bool = True, max_rows: int = 256, max_open_iterations: int = 3) -> None:
         self.coalesce = coalesce  # False: every request runs its own one-row call at once (for comparison)
+        self.max_rows = max_rows  # a batch this large runs at once
+        self.max_open_iterations = max_open_iterations  # loop iterations a batch stays open while it grows
         self.threshold = threshold
         self.ids = ids
         self.clock = clock
@@ -55,7 +53,7 @@ class Predictor:
         if not pending:
             loop.call_soon(self._tick, self.generation, 0, 0)
         pending.append((model, row, inputs, fut))
-        if len(pending) >= MAX_ROWS:
+        if len(pending) >= self.max_rows:
             self.flush()
         return fut
 
@@ -64,7 +62,7 @@ class Predictor:
         if generation != self.generation:
             return  # that batch has run already
         size = len(self.pending)
-        if size > seen and iterations < MAX_OPEN_ITERATIONS:
+        if size > seen and iterations < self.max_open_iterations:
             self.loop.call_soon(self._tick, generation, size, iterations + 1)
         else:
             self.flush()

@@ -315,10 +315,12 @@ def test_one_row_and_batch_paths_agree_on_many_readings(client, served):
 def test_inline_mode_gives_the_same_answers(served, monkeypatch, client):
     from fastapi.testclient import TestClient
 
-    from services.inference.app import COALESCE_ENV, create_app
+    from services.inference.app import create_app
 
-    monkeypatch.setenv(COALESCE_ENV, "0")
-    with TestClient(create_app(served, instance_id="inline")) as inline:
+    dep = served.deployment
+    inline_settings = served.model_copy(update={"deployment": dep.model_copy(update={
+        "coalesce": dep.coalesce.model_copy(update={"enabled": False})})})
+    with TestClient(create_app(inline_settings, instance_id="inline")) as inline:
         assert inline.app.state.service.predictor.coalesce is False
         for reading in (SNAKE, FAILING):
             a = inline.post("/predict", json=reading).json()

@@ -96,10 +96,9 @@ def test_rows_of_two_versions_never_mix(models, tmp_path):
         assert by_id[rid] == v and prob == pytest.approx(expected(m[v], ROWS[1]), abs=1e-7)
 
 
-def test_a_full_batch_runs_at_once(models, tmp_path, monkeypatch):
+def test_a_full_batch_runs_at_once(models, tmp_path):
     metrics, m = models
-    monkeypatch.setattr(predictor_mod, "MAX_ROWS", 4)
-    p = make(metrics, tmp_path)
+    p = make(metrics, tmp_path, max_rows=4)
 
     async def main():
         p.loop = asyncio.get_running_loop()
