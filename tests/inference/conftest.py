@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import shutil
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from shared.config import Settings, load_settings
 from shared.paths import Paths
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, LiveServer  # noqa: F401 - LiveServer used by tests here
 
 V2_PARAMS = {"n_estimators": 20, "max_depth": 6}
 
@@ -66,33 +64,6 @@ def client(served):
 
     with TestClient(create_app(served, instance_id="test-1")) as c:
         yield c
-
-
-class LiveServer:
-    """uvicorn in a thread on a free port (real HTTP, real lifespan)."""
-
-    def __init__(self, app) -> None:
-        import uvicorn
-
-        from services.inference.__main__ import uvicorn_config
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn_config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveServer":
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from services.inference import predictor as predictor_mod
 from services.inference.holder import load_serving_model
 from services.inference.logs import RecordLog, RequestIds, UtcClock
 from services.inference.metrics import Metrics

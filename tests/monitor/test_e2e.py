@@ -5,7 +5,6 @@ shows the swap."""
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 
 import pytest
@@ -22,41 +21,13 @@ from shared.paths import Paths, RedisKeys
 from shared.pin import read_pin
 from shared.registry import Registry
 from shared.schemas import parse_retrain_message
-from tests.conftest import free_port
+from tests.conftest import LiveServer
 
 # With these, today's trainer produces a candidate the gate promotes (F1 0.323 vs 0.303 on the 300-row
 # window, 7 failures), so the swap path runs; the test accepts "keep" too, as the loop allows.
 RECIPE = "accelerated_tool_wear"
 ROWS = 1000
 GATE_WINDOW = 300
-
-
-class LiveInference:
-    """The inference app under uvicorn in a thread, on a free port."""
-
-    def __init__(self, settings) -> None:
-        import uvicorn
-
-        from services.inference.__main__ import uvicorn_config
-        from services.inference.app import create_app
-
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server = uvicorn.Server(uvicorn_config(create_app(settings, instance_id="e2e-1"), host="127.0.0.1", port=port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> "LiveInference":
-        self.thread.start()
-        deadline = time.time() + 20
-        while not self.server.started:
-            assert time.time() < deadline and self.thread.is_alive(), "uvicorn did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
 
 
 @pytest.fixture
@@ -91,7 +62,9 @@ def test_drifted_traffic_closes_the_loop(loop_project, redis_client, record_prop
     registry = Registry(paths=paths)
     assert registry.versions() == ["v1"] and read_pin(settings.config_path) == "v1"
 
-    with LiveInference(settings) as api:
+    from services.inference.app import create_app
+
+    with LiveServer(create_app(settings, instance_id="e2e-1")) as api:
         # 1. Day-2 traffic with accelerated tool wear; labels arrive late.
         result = replay(settings=settings, dataset=RECIPE, rate=5000, limit=ROWS, url=api.url,
                         feedback_delay=0.05, progress=False)
