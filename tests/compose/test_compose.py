@@ -109,6 +109,9 @@ def test_compose_up_serves_retrains_and_swaps_on_pin_edit(stack):
     _wait(lambda: (models / "v2" / "metadata.json").is_file(), 300, "v2 registered", log)
     meta = json.loads((models / "v2" / "metadata.json").read_text())
     assert meta["trigger"]["message_id"] == "compose-1"
+    # The image has no git binary: the commit is read from the .git folder copied into it.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    assert meta["git"]["commit"] == head
     status = run("exec", "-T", "redis", "redis-cli", "-a", "test-secret", "--no-auth-warning",
                  "HGET", "clockwork:job:compose-1", "status")
     assert status.stdout.strip() == "done"
