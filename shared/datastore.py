@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from shared.atomic import append_line, atomic_write_bytes, locked, sha256_bytes, sha256_file
 from shared.errors import DataValidationError, IntegrityError, NotFoundError, VersionExistsError
 from shared.gitinfo import git_info
 from shared.paths import Paths, check_data_version, version_number
-from shared.schemas import InputFile, ManifestEntry, utc_now
+from shared.schemas import InputFile, ManifestEntry, explain, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +76,23 @@ class DataStore:
             return str(path)
 
     # --- reading --------------------------------------------------------------------------
-    def entries(self) -> list[ManifestEntry]:
-        """Every manifest entry, oldest first. A malformed line raises with its line number."""
+    def entries(self, *, problems: list[str] | None = None) -> list[ManifestEntry]:
+        """Every manifest entry, oldest first. A malformed line raises with its line number, or, when a
+        `problems` list is given, is added to it (with its line number) and skipped."""
         if not self.paths.manifest.is_file():
             return []
         out = []
-        with open(self.paths.manifest, encoding="utf-8") as f:
+        with open(self.paths.manifest, "rb") as f:  # bytes: a line that is not UTF-8 is malformed, not a crash
             for n, line in enumerate(f, start=1):
                 if not line.strip():
                     continue
                 try:
                     out.append(ManifestEntry.model_validate_json(line))
-                except ValueError as e:
-                    raise DataValidationError(f"{self.paths.manifest}:{n}: malformed manifest entry: {e}") from e
+                except ValidationError as e:
+                    message = f"{self.paths.manifest}:{n}: malformed manifest entry: {explain(e)}"
+                    if problems is None:
+                        raise DataValidationError(message) from e
+                    problems.append(message)
         return out
 
     def entries_for(self, data_version: str) -> list[ManifestEntry]:
@@ -122,7 +127,13 @@ class DataStore:
             actual = sha256_file(path) if path.is_file() else "missing"
             if actual != entry.sha256:
                 raise IntegrityError(f"{path}: sha256 {actual} does not match manifest {entry.sha256} ({entry.data_version})")
-        return pd.read_csv(path)
+        try:
+            return pd.read_csv(path)
+        except FileNotFoundError:
+            raise NotFoundError(f"{path}: file not found") from None
+        except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise DataValidationError(f"{path}: not a readable CSV table: {reason}") from e
 
     # --- writing --------------------------------------------------------------------------
     def begin(self, *, producer: str, inputs: list[Path]) -> Step:
@@ -178,10 +189,10 @@ class DataStore:
 
     # --- checking -------------------------------------------------------------------------
     def verify(self) -> list[str]:
-        """Re-hash every file the manifest lists; one message per mismatch or missing file."""
-        problems = []
+        """Re-hash every file the manifest lists; one message per malformed manifest line, mismatch or missing file."""
+        problems: list[str] = []
         latest: dict[str, ManifestEntry] = {}
-        for e in self.entries():
+        for e in self.entries(problems=problems):
             latest[e.path] = e
         for rel, e in latest.items():
             p = self.volume / rel

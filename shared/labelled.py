@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
 from shared.errors import DataValidationError
 from shared.features import LABEL, RAW_COLUMNS
 from shared.paths import Paths
-from shared.schemas import LabelledRecord
+from shared.schemas import LabelledRecord, explain
 
 LABELLED_FILE = "labelled.jsonl"
 # The columns every caller can rely on (CONTRACTS.md); `full=True` adds the served probability and label.
@@ -75,8 +76,8 @@ def load_labelled(paths: Paths, *, full: bool = False) -> pd.DataFrame:
     for n, line in enumerate(lines, start=1):
         try:
             records.append(LabelledRecord.model_validate_json(line).model_dump())
-        except ValueError as e:
-            raise DataValidationError(f"{labelled_file(paths)}:{n}: malformed labelled record: {e}") from e
+        except ValidationError as e:
+            raise DataValidationError(f"{labelled_file(paths)}:{n}: malformed labelled record: {explain(e)}") from e
     df = pd.DataFrame.from_records(records, columns=columns)
     return df.sort_values("time", kind="stable").reset_index(drop=True)
 

@@ -26,7 +26,7 @@ from shared.atomic import append_line, fsync_dir, sha256_bytes
 from shared.errors import ModelLoadError, NotFoundError, VersionExistsError
 from shared.onnx_model import OnnxModel, check_no_external_data, load_session, parse_model
 from shared.paths import Paths, check_model_version
-from shared.schemas import ModelMetadata, utc_now
+from shared.schemas import ModelMetadata, explain, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,10 @@ class Registry:
             raise NotFoundError(f"No such model version: {version} in {self.dir}")
         try:
             md = ModelMetadata.model_validate_json(path.read_bytes())
-        except (ValidationError, ValueError) as e:
-            raise ModelLoadError(f"{path}: malformed metadata: {e}") from e
+        except ValidationError as e:
+            raise ModelLoadError(f"{path}: malformed metadata: {explain(e)}") from e
+        except OSError as e:
+            raise ModelLoadError(f"{path}: cannot read metadata: {e.strerror}") from e
         if md.version != version:
             raise ModelLoadError(f"{path}: metadata names version {md.version}, folder is {version}")
         return md.model_dump(mode="json")

@@ -66,6 +66,30 @@ class RetrainMessage(_Record):
     data_version: str | None = None
 
 
+def explain(err: ValidationError, *, max_input: int = 60) -> str:
+    """A pydantic error in one line: the key (dotted), the reason and what was found; every missing key named.
+
+    e.g. `metrics.f1: required key is missing` or `offsets.predictions/a.jsonl: Input should be a valid integer (got 'x')`.
+    """
+    errors = err.errors(include_url=False)
+    missing = [".".join(str(p) for p in e["loc"]) or "(top level)" for e in errors if e["type"] == "missing"]
+    others = [e for e in errors if e["type"] != "missing"]
+    parts = []
+    if others:
+        first = others[0]
+        key = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] not in ("json_invalid", "extra_forbidden") and "input" in first:
+            shown = repr(first["input"])
+            msg += f" (got {shown[:max_input]}{'...' if len(shown) > max_input else ''})"
+        parts.append(f"{key}: {msg}" if key else msg)
+        if len(others) > 1:
+            parts[-1] += f" (+{len(others) - 1} more)"
+    if missing:
+        parts.append(f"required key{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}")
+    return "; ".join(parts).replace("\n", " ")
+
+
 def parse_retrain_message(raw: bytes | str) -> RetrainMessage:
     """Validate a raw queue payload; MessageError names what is wrong."""
     try:
