@@ -157,6 +157,39 @@ def readings(df: pd.DataFrame, *, where: Path) -> np.ndarray:
         raise DataValidationError(f"{where}: {e}") from e
 
 
+def check_table(df: pd.DataFrame, *, where: Path) -> pd.DataFrame:
+    """The columns and cell values training relies on, checked before anything is fitted: the first bad cell
+    is named by its line in the file (the header is line 1), its column and what it holds. Returns df."""
+    missing = [c for c in RAW_COLUMNS + [LABEL] if c not in df.columns]
+    if missing:
+        raise DataValidationError(f"{where}: columns {missing} missing")
+
+    def fail(bad: pd.Series, col: str, why: str) -> None:
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        value = df[col].iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value
+        more = f" ({int(bad.sum())} rows in all)" if bad.sum() > 1 else ""
+        raise DataValidationError(f"{where}: line {i + 2}: column {col}: {why.format(value=repr(value))}{more}")
+
+    for col in RAW_COLUMNS + [LABEL]:
+        empty = df[col].isna()
+        if empty.any():
+            fail(empty, col, "no value")
+    # udi orders the rows in time; rows appended by a retrain have none (NaN), but a value must be a number.
+    for col in NUMERIC_FEATURES + [LABEL] + (["udi"] if "udi" in df.columns else []):
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = df[col].notna() & ~np.isfinite(values.astype(np.float64))
+        if bad.any():
+            fail(bad, col, "{value} is not a finite number")
+    bad = ~df["type"].isin(list(TYPE_CODES))
+    if bad.any():
+        fail(bad, "type", "{value} is not one of " + ", ".join(sorted(TYPE_CODES)))
+    bad = ~pd.to_numeric(df[LABEL]).isin([0, 1])
+    if bad.any():
+        fail(bad, LABEL, "{value} is not 0 or 1")
+    return df
+
+
 def data_files(store: DataStore, data_version: str) -> list[dict]:
     latest: dict[str, Any] = {}
     for e in store.entries_for(data_version):
@@ -205,7 +238,7 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     train_path = paths.train_file(data_version)
     if not train_path.is_file():
         raise NotFoundError(f"training data not found: {train_path} (data version {data_version}); run prep first")
-    df = chronological(store.read_table(train_path))
+    df = chronological(check_table(store.read_table(train_path), where=train_path))
     fit, val = split_holdout(df, settings.training.validation_fraction, where=train_path)
     physical = settings.features.physical
     mp = settings.model_params
@@ -241,7 +274,7 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     production_metrics = None
     prod_path = paths.data_version_dir(data_version) / PRODUCTION_FILE
     if prod_path.is_file():
-        prod = store.read_table(prod_path)
+        prod = check_table(store.read_table(prod_path), where=prod_path)
         production_metrics = classification_metrics(labels(prod, where=prod_path), model.predict_proba(readings(prod, where=prod_path)),
                                                      threshold=threshold)
         production_metrics["file"] = store.rel(prod_path)
