@@ -19,8 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
+
 from shared.atomic import atomic_write_text
 from shared.errors import DataValidationError
+from shared.schemas import explain
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +59,50 @@ class MonitorState:
         return self.counts.setdefault(version, {"predictions": 0, "labelled": 0, "positives": 0})
 
 
+class _LabelledLength(BaseModel):
+    bytes: NonNegativeInt
+    rows: NonNegativeInt
+
+
+class _StateShape(BaseModel):
+    """What a state file must hold for a cycle to use it (checked on load: a hand-edited or damaged file
+    is refused naming the key, never a crash in the middle of a cycle)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    format: int
+    offsets: dict[str, NonNegativeInt] = {}
+    labelled: _LabelledLength = _LabelledLength(bytes=0, rows=0)
+    pending: dict[str, tuple[str, str, str, float, float, float, float, float, float, int]] = {}
+    orphans: dict[str, tuple[str, int]] = {}
+    recent_inputs: list[tuple[str, str, str, float, float, float, float, float]] = []
+    windows: dict[str, list[tuple[str, int, int, float]]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    history: list[dict[str, Any]] = []
+    last_trigger: dict[str, Any] | None = None
+    cycles: NonNegativeInt = 0
+    updated_at: str | None = None
+
+
 def load_state(path: Path) -> MonitorState:
     """The saved state, or a fresh one if there is none. A corrupt state stops the monitor: starting
     over would count every record again."""
     if not path.is_file():
         return MonitorState()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw = json.loads(path.read_bytes())
+        if not isinstance(raw, dict):
+            raise ValueError(f"top level must be a JSON object, got {type(raw).__name__}")
         if raw.get("format") != STATE_FORMAT:
-            raise ValueError(f"format {raw.get('format')!r}, expected {STATE_FORMAT}")
+            raise ValueError(f"format: {raw.get('format')!r}, expected {STATE_FORMAT}")
+        _StateShape.model_validate(raw)
         known = set(MonitorState.__dataclass_fields__)
         return MonitorState(**{k: v for k, v in raw.items() if k in known})
-    except (ValueError, TypeError, AttributeError) as e:
+    except (ValueError, TypeError, AttributeError, OSError) as e:
+        reason = explain(e) if isinstance(e, ValidationError) else str(e)
         raise DataValidationError(
-            f"monitor state {path} is unreadable ({e}); move it aside to start counting from scratch "
+            f"monitor state {path} is unreadable ({reason}); move it aside to start counting from scratch "
             "(the labelled file next to it must then be moved as well)"
         ) from e
 
