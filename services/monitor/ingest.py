@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from pydantic import ValidationError
@@ -24,7 +24,7 @@ from shared.errors import IntegrityError
 from shared.features import NUMERIC_FEATURES, TYPE_CODES
 from shared.labelled import labelled_file
 from shared.paths import Paths
-from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord
+from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord, explain
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ BATCH_BYTES = 2 << 20
 # oldest are dropped and counted (expired_pending, expired_orphans) so the state cannot grow forever.
 MAX_PENDING = 200_000
 MAX_ORPHANS = 50_000
+# Malformed lines named one by one in a cycle's report (all of them are counted and logged).
+MAX_MALFORMED_LISTED = 20
 
 
 @dataclass
@@ -42,12 +44,15 @@ class StepCounts:
     feedback: int = 0
     labelled: int = 0
     malformed: int = 0
+    # The first MAX_MALFORMED_LISTED malformed lines: {"file", "line", "offset", "reason"}.
+    malformed_lines: list[dict] = field(default_factory=list)
 
     def add(self, other: "StepCounts") -> None:
         self.predictions += other.predictions
         self.feedback += other.feedback
         self.labelled += other.labelled
         self.malformed += other.malformed
+        self.malformed_lines.extend(other.malformed_lines[: MAX_MALFORMED_LISTED - len(self.malformed_lines)])
 
     @property
     def lines(self) -> int:
@@ -84,6 +89,7 @@ class Ingestor:
         self.window_size = window_size
         self.drift_window = drift_window
         self.batch_bytes = batch_bytes
+        self._line_numbers: dict[tuple[str, int], int] = {}
 
     def backlog_bytes(self, state: MonitorState) -> int:
         return self.predictions.pending_bytes(state.offsets) + self.feedback.pending_bytes(state.offsets)
@@ -116,16 +122,17 @@ class Ingestor:
         watermark = _LATEST
         for chunk in pred_chunks:
             last_time = None
-            for line in chunk.lines:
+            for i, (line, end) in enumerate(chunk.positions()):
                 if line.strip():
-                    last_time = self._prediction(state, line, chunk, counts, joined) or last_time
+                    last_time = self._prediction(state, line, (chunk, i, end - len(line) - 1), counts, joined) or last_time
             new_offsets[chunk.key] = chunk.end
             if chunk.end < _size(chunk.path):  # this file is still behind: labels must wait for it
                 watermark = min(watermark, _parse_time(last_time) if last_time else _EARLIEST)
         for chunk in fb_chunks:
             reached = chunk.start
-            for line, end in chunk.positions():
-                if line.strip() and not self._feedback(state, line, chunk, counts, joined, watermark=watermark):
+            for i, (line, end) in enumerate(chunk.positions()):
+                if line.strip() and not self._feedback(state, line, (chunk, i, end - len(line) - 1), counts, joined,
+                                                       watermark=watermark):
                     break
                 reached = end
             if reached != chunk.start:
@@ -143,14 +150,15 @@ class Ingestor:
         return counts, True
 
     # --- joining ---------------------------------------------------------------------------
-    def _prediction(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list) -> str | None:
-        """Take one prediction line; returns its time (None if malformed)."""
+    def _prediction(self, state: MonitorState, line: bytes, where: tuple[Chunk, int, int], counts: StepCounts,
+                    joined: list) -> str | None:
+        """Take one prediction line (`where`: its chunk, index in it and byte offset); returns its time (None if malformed)."""
         try:
             rec = PredictionRecord.model_validate_json(line)
             row = compact_prediction(rec)
             _parse_time(rec.time)
         except (ValidationError, ValueError, KeyError, TypeError) as e:
-            _malformed(chunk, line, e, counts)
+            self._malformed(where, line, e, counts)
             return None
         counts.predictions += 1
         state.version_counts(rec.model_version)["predictions"] += 1
@@ -162,14 +170,15 @@ class Ingestor:
             state.pending[rec.request_id] = row
         return rec.time
 
-    def _feedback(self, state: MonitorState, line: bytes, chunk: Chunk, counts: StepCounts, joined: list, *,
+    def _feedback(self, state: MonitorState, line: bytes, where: tuple[Chunk, int, int], counts: StepCounts, joined: list, *,
                   watermark: datetime) -> bool:
         """Take one label line; False (not taken) if it is newer than the prediction watermark."""
+        chunk = where[0]
         try:
             rec = FeedbackRecord.model_validate_json(line)
             when = _parse_time(rec.time)
         except (ValidationError, ValueError) as e:
-            _malformed(chunk, line, e, counts)
+            self._malformed(where, line, e, counts)
             return True
         if when > watermark:
             return False
@@ -183,6 +192,26 @@ class Ingestor:
         else:
             state.orphans[rec.request_id] = [rec.time, rec.label]
         return True
+
+    def _malformed(self, where: tuple[Chunk, int, int], line: bytes, err: Exception, counts: StepCounts) -> None:
+        """Count, log and list a line that is not a valid record: file, line number, byte offset and why.
+        The line stays in its log file; the report points to it."""
+        chunk, index, offset = where
+        line_no = self._first_line(chunk) + index
+        reason = explain(err) if isinstance(err, ValidationError) else " ".join(str(err).split())
+        counts.malformed += 1
+        rel = _rel(self.paths, chunk.path)
+        if len(counts.malformed_lines) < MAX_MALFORMED_LISTED:
+            counts.malformed_lines.append({"file": rel, "line": line_no, "offset": offset, "reason": reason[:300]})
+        log.warning("%s:%d (byte %d): malformed %s record skipped: %s: %r", chunk.path, line_no, offset,
+                    chunk.key.split("/", 1)[0].rstrip("s"), reason[:300], line[:120])
+
+    def _first_line(self, chunk: Chunk) -> int:
+        """The line number of the chunk's first line (newlines before chunk.start, counted once per chunk)."""
+        key = (chunk.key, chunk.start)
+        if key not in self._line_numbers:
+            self._line_numbers = {key: 1 + _count_newlines(chunk.path, chunk.start)}
+        return self._line_numbers[key]
 
     def _join(self, state: MonitorState, request_id: str, row: list, label: list) -> LabelledRecord:
         time, version, ptype, air, proc, speed, torque, wear, prob, served = row
@@ -260,7 +289,20 @@ def _size(path) -> int:
         return 0
 
 
-def _malformed(chunk: Chunk, line: bytes, err: Exception, counts: StepCounts) -> None:
-    counts.malformed += 1
-    first = str(err).splitlines()[0][:200]
-    log.warning("malformed line in %s skipped (%s): %r", chunk.path, first, line[:120])
+def _count_newlines(path, end: int) -> int:
+    n = 0
+    with open(path, "rb") as f:
+        while end > 0:
+            block = f.read(min(end, 1 << 20))
+            if not block:
+                break
+            n += block.count(b"\n")
+            end -= len(block)
+    return n
+
+
+def _rel(paths: Paths, path) -> str:
+    try:
+        return path.resolve().relative_to(paths.volume.resolve()).as_posix()
+    except ValueError:
+        return str(path)

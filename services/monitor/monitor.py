@@ -85,7 +85,7 @@ class Monitor:
             report, reference, production = self.measure(state)
             report["ingest"] = {
                 "new_predictions": counts.predictions, "new_feedback": counts.feedback, "new_labelled": counts.labelled,
-                "malformed": counts.malformed, "pending_predictions": len(state.pending), "orphan_labels": len(state.orphans),
+                "malformed": counts.malformed, "malformed_lines": counts.malformed_lines, "pending_predictions": len(state.pending), "orphan_labels": len(state.orphans),
                 "labelled_total": state.labelled["rows"], "read_seconds": round(read_s, 3),
                 "unread_bytes": self.ingestor.backlog_bytes(state),
             }

@@ -161,9 +161,14 @@ def render_html(report: dict, *, history: list[dict], reference: pd.DataFrame | 
     status = f"<span class='bad'>{len(fired)} check(s) fired: {e(', '.join(fired))}</span>" if fired else "<span class='ok'>no check fired</span>"
     parts.append(f"<p>{status}. Retrain trigger: <b>{e(str(trig.get('status')))}</b> {e(str(trig.get('message_id') or trig.get('reason') or ''))}</p>")
 
-    ing = report.get("ingest", {})
+    ing = {k: v for k, v in report.get("ingest", {}).items() if k != "malformed_lines"}
     parts.append("<h2>Data read this cycle</h2><table><tr>" + "".join(f"<th>{e(k)}</th>" for k in ing) + "</tr><tr>"
                  + "".join(f"<td>{e(str(v))}</td>" for v in ing.values()) + "</tr></table>")
+    bad_lines = report.get("ingest", {}).get("malformed_lines") or []
+    if bad_lines:
+        parts.append("<p class='bad'>Malformed log lines skipped (left in place in their files):</p><ul>"
+                     + "".join(f"<li><code>{e(b['file'])}:{b['line']}</code> (byte {b['offset']}): {e(b['reason'])}</li>"
+                               for b in bad_lines) + "</ul>")
 
     parts.append("<h2>Production performance (failure class) vs training</h2>")
     parts.append("<table><tr><th class='l'>version</th><th>window rows</th><th>first / last</th><th>coverage</th>"
