@@ -11,6 +11,10 @@ Events:
   promote      the pin in config.yaml was set to `version` (by `promote vN` or the retrain worker)
   rollback     the pin was set back to `version` by `rollback`
 Only start and swap change what an instance serves; promote and rollback record the intent.
+
+The log is evidence (rollback and lineage answer from it), so `read_rows` refuses a damaged row, naming
+its line and what is wrong, rather than skip it; a row torn by a crash is closed with a newline by the
+next writer, so the rows after it stay whole and the torn one is reported by its line.
 """
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from shared.paths import Paths
+from shared.errors import ClockworkError, DataValidationError
+from shared.paths import Paths, check_model_version
 from shared.schemas import DEPLOYMENT_LOG_COLUMNS, utc_now
 
 SERVING_EVENTS = frozenset({"start", "swap"})
@@ -67,8 +72,11 @@ def append_event(paths: Paths, *, event: str, version: str, previous_version: st
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             data = _row_bytes(row)
-            if os.fstat(fd).st_size == 0:
+            size = os.fstat(fd).st_size
+            if size == 0:
                 data = _row_bytes(dict(zip(DEPLOYMENT_LOG_COLUMNS, DEPLOYMENT_LOG_COLUMNS))) + data
+            elif _last_byte(path, size) != b"\n":  # a row torn by a crash: end it, keep this one whole
+                data = b"\n" + data
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -78,6 +86,12 @@ def append_event(paths: Paths, *, event: str, version: str, previous_version: st
     return row
 
 
+def _last_byte(path: Path, size: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -85,16 +99,61 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def read_rows(paths: Paths) -> list[dict]:
-    """Every complete row, oldest first; [] when there is no log yet."""
+    """Every complete row, oldest first; [] when there is no log yet.
+
+    DataValidationError, naming the file, the line and the reason, for a header other than
+    DEPLOYMENT_LOG_COLUMNS or a row with the wrong number of fields, an unknown event, a time that is not
+    ISO 8601 or an invalid version name.
+    """
     path = paths.deployment_log
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         return []
-    if not text.endswith("\n"):  # a row being written: ignore the partial tail
-        text = text[: text.rfind("\n") + 1]
-    rows = list(csv.DictReader(io.StringIO(text)))
-    return [r for r in rows if r.get("event")]
+    if not data.endswith(b"\n"):  # a row being written: ignore the partial tail
+        data = data[: data.rfind(b"\n") + 1]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise DataValidationError(f"{path}:{line}: not UTF-8 text") from e
+    reader = csv.reader(io.StringIO(text))
+    rows = []
+    header_seen = False
+    try:
+        for fields in reader:
+            if not fields:
+                continue
+            if not header_seen:
+                header_seen = True
+                if fields != DEPLOYMENT_LOG_COLUMNS:
+                    raise DataValidationError(f"{path}:{reader.line_num}: header {','.join(fields)[:200]!r} is not the "
+                                              f"deployment log header {','.join(DEPLOYMENT_LOG_COLUMNS)!r}")
+                continue
+            rows.append(_check_row(fields, where=f"{path}:{reader.line_num}"))
+    except csv.Error as e:
+        raise DataValidationError(f"{path}:{reader.line_num}: not a CSV row: {e}") from e
+    return rows
+
+
+def _check_row(fields: list[str], *, where: str) -> dict:
+    if len(fields) != len(DEPLOYMENT_LOG_COLUMNS):
+        raise DataValidationError(f"{where}: {len(fields)} field(s), expected {len(DEPLOYMENT_LOG_COLUMNS)} "
+                                  f"({','.join(DEPLOYMENT_LOG_COLUMNS)}): {','.join(fields)[:120]!r}")
+    row = dict(zip(DEPLOYMENT_LOG_COLUMNS, fields))
+    if row["event"] not in EVENTS:
+        raise DataValidationError(f"{where}: event {row['event'][:60]!r} is not one of {', '.join(sorted(EVENTS))}")
+    try:
+        _parse_time(row["time"])
+    except ValueError:
+        raise DataValidationError(f"{where}: time {row['time'][:60]!r} is not an ISO 8601 time") from None
+    for key in ("version", "previous_version"):
+        if row[key] or key == "version":
+            try:
+                check_model_version(row[key])
+            except ClockworkError as e:
+                raise DataValidationError(f"{where}: {key}: {e}") from None
+    return row
 
 
 def _parse_time(value: str | datetime) -> datetime:
