@@ -150,6 +150,10 @@ def check_servable(paths: Paths, version: str) -> dict:
     check_model_version(version)
     registry = Registry(paths=paths)
     if version not in registry.versions():
+        folder = paths.model_dir(version)
+        missing = [f.name for f in (paths.model_file(version), paths.metadata_file(version)) if not f.is_file()]
+        if folder.is_dir() and missing:
+            raise NotFoundError(f"model version {version} is incomplete: {', '.join(missing)} missing in {folder}")
         raise NotFoundError(f"No such complete model version: {version} in {paths.models_dir}")
     _, metadata = registry.load_verified(version)
     return metadata
