@@ -10,50 +10,62 @@ prediction (prediction log) + its label (feedback log)
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from shared.atomic import sha256_file
 from shared.datastore import DataStore
 from shared.deploylog import serving_at
-from shared.errors import NotFoundError
+from shared.errors import DataValidationError, NotFoundError
 from shared.paths import Paths
 from shared.registry import Registry
-from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord
+from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord, explain
 
 MAX_DEPTH = 20
+log = logging.getLogger(__name__)
 
 
-def _scan(directory: Path, request_id: str) -> list[tuple[Path, bytes]]:
-    """Lines of any *.jsonl in `directory` that mention request_id (cheap substring test, then parsed)."""
+def _scan(directory: Path, request_id: str) -> list[tuple[Path, int, bytes]]:
+    """(file, line number, line) of any *.jsonl in `directory` that mention request_id (cheap substring test,
+    then parsed)."""
     needle = request_id.encode("utf-8")
     found = []
     if not directory.is_dir():
         return found
     for path in sorted(directory.glob("*.jsonl")):
         with open(path, "rb") as f:
-            for line in f:
+            for n, line in enumerate(f, start=1):
                 if needle in line and line.endswith(b"\n"):
-                    found.append((path, line))
+                    found.append((path, n, line))
     return found
 
 
 def find_prediction(paths: Paths, request_id: str) -> tuple[Path, PredictionRecord]:
-    for path, line in _scan(paths.prediction_log_dir, request_id):
+    malformed = []
+    for path, n, line in _scan(paths.prediction_log_dir, request_id):
         try:
             rec = PredictionRecord.model_validate_json(line)
-        except ValueError:
+        except ValidationError as e:
+            malformed.append(f"{path}:{n}: the prediction record for request_id {request_id!r} is malformed: {explain(e)}")
             continue
         if rec.request_id == request_id:
             return path, rec
+    if malformed:
+        raise DataValidationError(malformed[0] + (f" (+{len(malformed) - 1} more)" if len(malformed) > 1 else ""))
     raise NotFoundError(f"No prediction with request_id {request_id!r} in {paths.prediction_log_dir}")
 
 
-def find_feedback(paths: Paths, request_id: str) -> list[dict]:
+def find_feedback(paths: Paths, request_id: str, *, problems: list[str] | None = None) -> list[dict]:
+    """The labels for request_id; a malformed line that mentions it goes to `problems` (file:line: why)."""
     out = []
-    for path, line in _scan(paths.feedback_log_dir, request_id):
+    for path, n, line in _scan(paths.feedback_log_dir, request_id):
         try:
             rec = FeedbackRecord.model_validate_json(line)
-        except ValueError:
+        except ValidationError as e:
+            if problems is not None:
+                problems.append(f"{DataStore(paths=paths).rel(path)}:{n}: malformed feedback line: {explain(e)}")
             continue
         if rec.request_id == request_id:
             out.append(rec.model_dump() | {"log": DataStore(paths=paths).rel(path)})
@@ -91,6 +103,10 @@ def lineage(paths: Paths, request_id: str) -> dict:
     entries = store.entries()
     raw_rel = store.rel(paths.raw_file)
     raw_expected = paths.settings.data.raw_sha256
+    problems: list[str] = []
+    feedback = find_feedback(paths, request_id, problems=problems)
+    for problem in problems:
+        log.warning("lineage of %s: %s", request_id, problem)
     chains = [provenance(entries, f["path"], f["sha256"], raw_rel=raw_rel, raw_sha256=raw_expected) for f in md["data_files"]]
     raw_files = {}
     for chain in chains:
@@ -100,7 +116,8 @@ def lineage(paths: Paths, request_id: str) -> dict:
     return {
         "request_id": request_id,
         "prediction": pred.model_dump() | {"log": store.rel(log_path)},
-        "feedback": find_feedback(paths, request_id),
+        "feedback": feedback,
+        "problems": problems,
         "model": {
             "version": md["version"], "created_at": md["created_at"], "onnx_sha256": md["onnx_sha256"],
             "metrics": md["metrics"], "config": md["config"], "trigger": md.get("trigger"), "gate": md.get("gate"),
