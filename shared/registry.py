@@ -147,7 +147,8 @@ class Registry:
         for version in self.versions():
             try:
                 trig = self.metadata(version).get("trigger") or {}
-            except ModelLoadError:
+            except ModelLoadError as e:
+                log.warning("cannot tell whether %s came from message %s: %s", version, message_id, e)
                 continue
             if trig.get("message_id") == message_id:
                 return version
