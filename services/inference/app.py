@@ -27,6 +27,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from shared.config import Settings
+from shared.errors import ClockworkError, NotFoundError
+from shared.lineage import lineage_json
+from shared.schemas import MESSAGE_ID_RE as REQUEST_ID_RE
 from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
 from shared.paths import Paths
 
@@ -246,6 +249,29 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         return _json({"model_version": current.version, "onnx_sha256": current.onnx_sha256,
                       "loaded_at": current.loaded_at, "threshold": threshold, "input_columns": RAW_COLUMNS,
                       "metadata": current.metadata})
+
+    @app.get("/lineage/{request_id}", tags=["audit"], response_class=Response,
+             summary="From a prediction to its model, metrics, data version, manifest entries, raw file and commit",
+             responses={200: {"description": "The lineage chain (as `python -m services.monitor lineage` prints it)"},
+                        404: {"model": schemas.ErrorBody, "description": "No prediction with this request_id"},
+                        422: {"model": schemas.ErrorBody, "description": "Not a request_id"},
+                        503: {"model": schemas.ErrorBody, "description": "A file on the audit trail is damaged"}})
+    async def lineage_route(request_id: str) -> Response:
+        if not REQUEST_ID_RE.match(request_id):
+            count("/lineage", 422)
+            return _json({"detail": f"request_id: {request_id[:80]!r} is not a request id (letters, digits, _.:- ; 1-128)",
+                          "errors": [{"field": "request_id", "reason": "invalid request id", "type": "value_error"}]}, 422)
+        try:
+            # The scan reads the logs: run it off the event loop so /predict never waits for it.
+            text = await asyncio.to_thread(lineage_json, svc.paths, request_id)
+        except NotFoundError as e:
+            count("/lineage", 404)
+            return _json({"detail": str(e), "errors": []}, 404)
+        except ClockworkError as e:
+            count("/lineage", 503)
+            return _json({"detail": f"lineage unavailable: {e}", "errors": []}, 503)
+        count("/lineage", 200)
+        return Response(text, media_type="application/json")
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})

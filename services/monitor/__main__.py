@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("replay summary: %s", json.dumps(result.summary()))
             return 0 if result.predict_errors == 0 and result.feedback_errors == 0 else 1
         if command == "lineage":
-            from services.monitor.lineage import lineage_json
+            from shared.lineage import lineage_json
 
             sys.stdout.write(lineage_json(Paths.from_settings(settings), args.request_id) + "\n")
             return 0

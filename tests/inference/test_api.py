@@ -326,3 +326,17 @@ def test_inline_mode_gives_the_same_answers(served, monkeypatch, client):
             a = inline.post("/predict", json=reading).json()
             b = client.post("/predict", json=reading).json()
             assert a["failure_probability"] == b["failure_probability"] and a["prediction"] == b["prediction"]
+
+
+def test_lineage_route_shows_the_chain_of_a_prediction(client, served):
+    rid = client.post("/predict", json=SNAKE).json()["request_id"]
+    r = client.get(f"/lineage/{rid}")
+    assert r.status_code == 200, r.text
+    chain = r.json()
+    assert chain["prediction"]["request_id"] == rid and chain["model"]["version"] == "v1"
+    assert chain["data"]["version"] == served.data.version
+    assert chain["raw"]["files"][0]["sha256_on_disk"] == served.data.raw_sha256
+    missing = client.get("/lineage/no-such-request")
+    assert missing.status_code == 404 and "no-such-request" in missing.json()["detail"]
+    bad = client.get("/lineage/" + "x" * 200)
+    assert bad.status_code == 422 and "request_id" in bad.json()["detail"]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from services.monitor.lineage import lineage
+from shared.lineage import lineage
 from shared.deploylog import append_event
 from shared.errors import NotFoundError
 from shared.registry import Registry
