@@ -184,6 +184,8 @@ class MonitoringConfig(_Strict):
     window_size: PosInt
     min_labelled: PosInt
     drift_min_samples: PosInt
+    max_pending: PosInt
+    max_orphans: PosInt
     thresholds: Thresholds
     cooldown_s: Annotated[float, Field(ge=0)]
     replay: ReplayConfig

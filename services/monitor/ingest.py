@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 
 # Bytes read per log file per step: bounds memory and the work lost to a crash.
 BATCH_BYTES = 2 << 20
-# Predictions kept waiting for a label, and labels waiting for their prediction; beyond these the
-# oldest are dropped and counted (expired_pending, expired_orphans) so the state cannot grow forever.
+# Defaults of the caps on predictions kept waiting for a label and labels waiting for their prediction
+# (monitoring.max_pending / max_orphans in config.yaml); beyond them the oldest are dropped and counted
+# (expired_pending, expired_orphans) so the state cannot grow forever.
 MAX_PENDING = 200_000
 MAX_ORPHANS = 50_000
 # Malformed lines named one by one in a cycle's report (all of them are counted and logged).
@@ -82,7 +83,10 @@ def recover_labelled(paths: Paths, state: MonitorState) -> int:
 class Ingestor:
     """Reads the logs from the state's offsets and keeps the state and the labelled file in step."""
 
-    def __init__(self, *, paths: Paths, window_size: int, drift_window: int, batch_bytes: int = BATCH_BYTES) -> None:
+    def __init__(self, *, paths: Paths, window_size: int, drift_window: int, batch_bytes: int = BATCH_BYTES,
+                 max_pending: int = MAX_PENDING, max_orphans: int = MAX_ORPHANS) -> None:
+        self.max_pending = max_pending
+        self.max_orphans = max_orphans
         self.paths = paths
         self.predictions = LogDir(paths.prediction_log_dir, "predictions")
         self.feedback = LogDir(paths.feedback_log_dir, "feedback")
@@ -235,7 +239,7 @@ class Ingestor:
             if len(rows) > self.window_size:
                 rows.sort(key=lambda r: r[0])
                 del rows[: len(rows) - self.window_size]
-        for name, table, cap in (("expired_pending", state.pending, MAX_PENDING), ("expired_orphans", state.orphans, MAX_ORPHANS)):
+        for name, table, cap in (("expired_pending", state.pending, self.max_pending), ("expired_orphans", state.orphans, self.max_orphans)):
             excess = len(table) - cap
             if excess > 0:
                 for key in list(table)[:excess]:

@@ -66,7 +66,8 @@ class Monitor:
         self.paths = paths or Paths.from_settings(settings)
         mon = settings.monitoring
         self.drift_window = max(mon.window_size, mon.drift_min_samples)
-        self.ingestor = Ingestor(paths=self.paths, window_size=mon.window_size, drift_window=self.drift_window)
+        self.ingestor = Ingestor(paths=self.paths, window_size=mon.window_size, drift_window=self.drift_window,
+                                 max_pending=mon.max_pending, max_orphans=mon.max_orphans)
         self.trigger = Trigger(settings=settings, redis_client=redis_client)
         self.registry = Registry(paths=self.paths)
         self.store = DataStore(paths=self.paths)

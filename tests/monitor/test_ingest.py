@@ -133,3 +133,15 @@ def test_state_round_trips_unchanged(paths):
 def test_load_labelled_is_empty_with_the_contract_columns_before_any_label(paths):
     df = load_labelled(paths)
     assert df.empty and list(df.columns) == COLUMNS
+
+
+def test_waiting_records_beyond_the_configured_caps_are_dropped_oldest_first_and_counted(paths):
+    df = day2(paths, "natural").iloc[:50]
+    preds, fbs, ids = prediction_lines(paths, df)
+    append(paths.prediction_log_dir / "i1.jsonl", preds[:30])
+    append(paths.feedback_log_dir / "i1.jsonl", fbs[30:50])  # labels whose predictions are not logged yet
+    state = MonitorState()
+    ingestor(paths, max_pending=10, max_orphans=5).run(state)
+    assert len(state.pending) == 10 and state.totals["expired_pending"] == 20
+    assert set(state.pending) == set(ids[20:30])  # the newest kept
+    assert len(state.orphans) == 5 and state.totals["expired_orphans"] == 15
