@@ -105,6 +105,7 @@ class ModelParams(_Strict):
 class TrainingConfig(_Strict):
     validation_fraction: Fraction
     threshold: Probability
+    parity_tolerance: PosFloat
 
 
 class RegistryConfig(_Strict):
@@ -157,6 +158,7 @@ class Thresholds(_Strict):
     f1_drop: Probability
     error_rate_increase: Probability
     psi: PosFloat
+    psi_bins: Annotated[int, Field(ge=2)]
     ks_pvalue: Probability
     chi2_pvalue: Probability
 

@@ -21,7 +21,7 @@ from scipy import special, stats
 from shared.config import Thresholds
 from shared.features import NUMERIC_FEATURES, TYPE_CODES
 
-PSI_BINS = 10
+PSI_BINS = 10  # default; the monitor uses monitoring.thresholds.psi_bins
 # Share given to an empty bin so that PSI stays finite (the usual convention).
 PSI_EPS = 1e-4
 
@@ -53,7 +53,7 @@ def numeric_drift(reference: np.ndarray, production: np.ndarray, *, thresholds: 
     reference = np.asarray(reference, dtype=np.float64)
     production = np.asarray(production, dtype=np.float64)
     ks = stats.ks_2samp(reference, production)
-    value, edges, ref_shares, prod_shares = psi(reference, production)
+    value, edges, ref_shares, prod_shares = psi(reference, production, bins=thresholds.psi_bins)
     ref_std = float(reference.std(ddof=1)) if len(reference) > 1 else float("nan")
     mean_shift = float(production.mean() - reference.mean())
     flagged = bool(value > thresholds.psi and ks.pvalue < thresholds.ks_pvalue)

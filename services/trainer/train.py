@@ -46,7 +46,6 @@ from shared.registry import Registry
 
 log = logging.getLogger(__name__)
 
-PARITY_TOLERANCE = 1e-5
 PRODUCTION_FILE = "production.csv"
 LIBRARIES = ["scikit-learn", "onnx", "skl2onnx", "onnxruntime", "numpy", "pandas"]
 COMMAND_TRIGGER = {"kind": "command", "command": "python -m services.trainer train"}
@@ -264,11 +263,11 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     p_onnx = model.predict_proba(r_val)
     p_sk = estimator.predict_proba(engineer(r_val, physical=physical))[:, 1]
     metrics = classification_metrics(y_val, p_onnx, threshold=threshold)
-    par = parity(p_onnx, p_sk, threshold=threshold, tolerance=PARITY_TOLERANCE)
+    par = parity(p_onnx, p_sk, threshold=threshold, tolerance=settings.training.parity_tolerance)
     if not par["ok"]:
         raise ExportError(
             f"ONNX model disagrees with scikit-learn on {par['rows']} validation rows of {data_version}: "
-            f"max |dp| {par['max_abs_diff']:.3g} (tolerance {PARITY_TOLERANCE}), {par['label_disagreements']} label(s) differ"
+            f"max |dp| {par['max_abs_diff']:.3g} (tolerance {settings.training.parity_tolerance}), {par['label_disagreements']} label(s) differ"
         )
 
     production_metrics = None
