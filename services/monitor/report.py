@@ -132,10 +132,14 @@ def history_plot(history: list[dict], *, psi_threshold: float | None = None) -> 
     if psi_threshold is not None:
         ax2.axhline(psi_threshold, color="red", linestyle="--", linewidth=0.8, label=f"PSI threshold {psi_threshold}")
     ax2.set_yscale("symlog", linthresh=0.1)
+    ax2.set_ylim(bottom=0)  # effect sizes are never negative
     ax2.set_title("drift effect size over time")
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=8)
+    # A short history (one cycle, a few minutes) would otherwise get an axis spanning years.
+    pad = max((times.max() - times.min()) * 0.05, pd.Timedelta(minutes=5))
     for ax in (ax1, ax2):
+        ax.set_xlim(times.min() - pad, times.max() + pad)
         ax.tick_params(axis="x", labelrotation=30)
     return _png(fig)
 
