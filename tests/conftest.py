@@ -60,6 +60,31 @@ def prepped_template(tmp_path_factory) -> Path:
     return dest
 
 
+def registered_project(prepped_template: Path, dest: Path, *, second_params: dict | None = None) -> Settings:
+    """A copy of the prepped project with v1 (the configured model) registered, and v2 trained with
+    `second_params` in model_params when given."""
+    from services.trainer.train import train_and_register
+
+    shutil.copytree(prepped_template, dest)
+    settings = load_settings(dest / "config.yaml", env={})
+    assert train_and_register(settings, trigger={"kind": "test"})["version"] == "v1"
+    if second_params:
+        other = settings.model_copy(update={"model_params": settings.model_params.model_copy(update=second_params)})
+        assert train_and_register(other, trigger={"kind": "test"})["version"] == "v2"
+    return settings
+
+
+def wait_for(predicate, timeout: float = 15.0, *, every: float = 0.05, what: str = "condition"):
+    """Poll until predicate() is truthy and return its value; fail the test after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
 @pytest.fixture
 def prepped(tmp_path, prepped_template) -> Settings:
     """A fresh project on which prep has run (a private copy: tests may change it)."""

@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import Settings, load_settings
 from shared.paths import Paths
-from tests.conftest import ROOT, LiveServer  # noqa: F401 - LiveServer used by tests here
+from tests.conftest import ROOT, LiveServer, registered_project  # noqa: F401 - LiveServer used by tests here
 
 V2_PARAMS = {"n_estimators": 20, "max_depth": 6}
 
@@ -16,15 +16,8 @@ V2_PARAMS = {"n_estimators": 20, "max_depth": 6}
 @pytest.fixture(scope="session")
 def served_template(prepped_template, tmp_path_factory) -> Path:
     """prep + v1 (the configured model) + v2 (a smaller forest), trained once; tests copy it."""
-    from services.trainer.train import train_and_register
-
     dest = tmp_path_factory.mktemp("served") / "project"
-    shutil.copytree(prepped_template, dest)
-    settings = load_settings(dest / "config.yaml", env={})
-    v1 = train_and_register(settings, trigger={"kind": "test"})
-    small = settings.model_copy(update={"model_params": settings.model_params.model_copy(update=V2_PARAMS)})
-    v2 = train_and_register(small, trigger={"kind": "test"})
-    assert (v1["version"], v2["version"]) == ("v1", "v2")
+    registered_project(prepped_template, dest, second_params=V2_PARAMS)
     return dest
 
 

@@ -11,17 +11,8 @@ import pytest
 
 from shared import deploylog, pin
 
+from tests.conftest import wait_for
 from tests.inference.test_api import SNAKE
-
-
-def wait_for(condition, timeout=10.0, every=0.05):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 class Load:

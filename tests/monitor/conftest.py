@@ -8,16 +8,13 @@ import pytest
 
 from shared.config import Settings, load_settings
 from shared.paths import Paths
+from tests.conftest import registered_project
 
 
 @pytest.fixture(scope="session")
 def trained_template(tmp_path_factory, prepped_template) -> Path:
-    from services.trainer.train import train_and_register
-
     dest = tmp_path_factory.mktemp("trained") / "project"
-    shutil.copytree(prepped_template, dest)
-    settings = load_settings(dest / "config.yaml", env={})
-    train_and_register(settings, trigger={"kind": "command", "command": "tests/monitor fixture"})
+    registered_project(prepped_template, dest)
     return dest
 
 

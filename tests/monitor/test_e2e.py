@@ -5,7 +5,6 @@ shows the swap."""
 from __future__ import annotations
 
 import shutil
-import time
 
 import pytest
 import requests
@@ -21,7 +20,7 @@ from shared.paths import Paths, RedisKeys
 from shared.pin import read_pin
 from shared.registry import Registry
 from shared.schemas import parse_retrain_message
-from tests.conftest import LiveServer
+from tests.conftest import LiveServer, wait_for
 
 # With these, today's trainer produces a candidate the gate promotes (F1 0.323 vs 0.303 on the 300-row
 # window, 7 failures), so the swap path runs; the test accepts "keep" too, as the loop allows.
@@ -41,16 +40,6 @@ def loop_project(tmp_path, trained_template, redis_server):
     cfg["monitoring"]["gate"]["window_size"] = GATE_WINDOW
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return load_settings(cfg_path, env={})
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    return predicate()
 
 
 def test_drifted_traffic_closes_the_loop(loop_project, redis_client, record_property):

@@ -25,7 +25,7 @@ from shared.features import LABEL, RAW_COLUMNS
 from shared.labelled import labelled_file, load_labelled
 from shared.paths import Paths
 from shared.registry import Registry
-from tests.conftest import ROOT
+from tests.conftest import ROOT, registered_project
 from tests.monitor.helpers import day2, stamp, write_traffic
 
 ROWS = 300  # prediction/label pairs in the template's logs
@@ -35,14 +35,8 @@ V2_PARAMS = {"n_estimators": 10, "max_depth": 4}
 # --- the project: prep, v1 (pinned) and v2 registered, traffic logged, a deployment history ------------------
 @pytest.fixture(scope="module")
 def template(prepped_template, tmp_path_factory) -> Path:
-    from services.trainer.train import train_and_register
-
     dest = tmp_path_factory.mktemp("bad-files") / "project"
-    shutil.copytree(prepped_template, dest)
-    settings = load_settings(dest / "config.yaml", env={})
-    train_and_register(settings, trigger={"kind": "test"})
-    small = settings.model_copy(update={"model_params": settings.model_params.model_copy(update=V2_PARAMS)})
-    train_and_register(small, trigger={"kind": "test"})
+    settings = registered_project(prepped_template, dest, second_params=V2_PARAMS)
     paths = Paths.from_settings(settings)
     ids = write_traffic(paths, day2(paths, "natural").iloc[:ROWS])
     (dest / "request_ids.json").write_text(json.dumps(ids))

@@ -17,6 +17,7 @@ from shared.paths import Paths, RedisKeys
 from shared.queue import RetrainQueue
 from shared.registry import Registry
 from shared.schemas import RetrainMessage
+from tests.conftest import wait_for
 from tests.trainer.helpers import ROOT, with_config, write_labelled
 
 # Slow enough to be caught mid-job (several seconds of fitting), short lease so a dead worker's job returns fast.
@@ -32,16 +33,6 @@ def start_worker(settings, redis_url: str, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "services.trainer", "worker", "--poll", "0.2", "--config",
                              str(settings.config_path), *extra], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_pushed_message_registers_next_version_and_status_is_done(prepped, redis_client):
@@ -114,7 +105,7 @@ def test_killed_worker_job_is_taken_again_and_completes_once(prepped, redis_clie
     q.push(RetrainMessage(id="kill-1", reason="kill test"))
     proc = start_worker(settings, redis_server.url, "--max-jobs", "1")
     try:
-        wait_for(lambda: q.job("kill-1").get("status") == "running", what="job running")
+        wait_for(lambda: q.job("kill-1").get("status") == "running", 60.0, what="job running")
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -139,7 +130,7 @@ def test_sigterm_lets_the_current_job_finish(prepped, redis_client, redis_server
     q.push(RetrainMessage(id="term-1", reason="sigterm test"))
     proc = start_worker(settings, redis_server.url)
     try:
-        wait_for(lambda: q.job("term-1").get("status") == "running", what="job running")
+        wait_for(lambda: q.job("term-1").get("status") == "running", 60.0, what="job running")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(120) == 0
     finally:
