@@ -1,18 +1,21 @@
 """Nothing is written half: atomic file writes and locked appends.
 
 atomic_write_*: temp file in the same folder, fsync, rename, fsync of the folder.
-append_line: an exclusive flock around one write of one whole line, so concurrent writers never
-interleave or lose a line.
+write_all: every byte of a buffer reaches the file (a short write, from a full disk or a signal, is
+finished or raises), the one loop every appender uses.
+append_bytes / append_line: an exclusive flock around writing whole lines, then fsync, so concurrent
+writers never interleave or lose a line.
 """
+
 from __future__ import annotations
 
 import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 CHUNK = 1 << 20
 FILE_MODE = 0o644
@@ -77,21 +80,58 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
             fcntl.flock(lf.fileno(), fcntl.LOCK_UN)
 
 
-def append_line(path: str | os.PathLike, line: str, *, fsync: bool = True) -> None:
-    """Append one line under an exclusive lock on the file itself."""
-    if "\n" in line:
-        raise ValueError("append_line takes one line without newline characters")
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte of `data` to `fd`: a short write (disk full, a signal) is continued, never dropped.
+
+    A write that cannot go on raises OSError (e.g. ENOSPC); what was written before stays, so a caller
+    that must never leave a torn line closes it before its next append (see `end_partial_line`).
+    """
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - os.write raises rather than returning 0 on regular files
+            raise OSError(f"write returned {n} with {len(view)} bytes left")
+        view = view[n:]
+
+
+def end_partial_line(fd: int, path: str | os.PathLike) -> bool:
+    """If `path` (open for append on `fd`, lock held) ends without a newline, write one. True if it did.
+
+    A writer killed mid-line leaves a torn tail; closing it keeps the next record on a line of its own.
+    """
+    size = os.fstat(fd).st_size
+    if not size:
+        return False
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        last = f.read(1)
+    if last != b"\n":
+        write_all(fd, b"\n")
+        return True
+    return False
+
+
+def append_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
+    """Append whole lines (`data` ends with a newline) under an exclusive flock on the file, then fsync."""
+    if data and not data.endswith(b"\n"):
+        raise ValueError("append_bytes takes whole lines: data must end with a newline")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (line + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            os.write(fd, data)
+            write_all(fd, data)
             if fsync:
                 os.fsync(fd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def append_line(path: str | os.PathLike, line: str, *, fsync: bool = True) -> None:
+    """Append one line (no newline characters inside) under an exclusive lock on the file itself."""
+    if "\n" in line:
+        raise ValueError("append_line takes one line without newline characters")
+    append_bytes(path, (line + "\n").encode("utf-8"), fsync=fsync)

@@ -4,6 +4,7 @@
 file, the key and the reason. Services call `load_settings_or_exit` from `main()`.
 Only deployment values may come from the environment (see ENV_OVERRIDES).
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, explain
 
 DEFAULT_CONFIG = "config.yaml"
 CONFIG_ENV = "CLOCKWORK_CONFIG"
@@ -143,10 +144,16 @@ class DeploymentConfig(_Strict):
         missing = set(NUMERIC_FEATURES) - set(v)
         unknown = set(v) - set(NUMERIC_FEATURES)
         if missing or unknown:
-            raise ValueError(f"must name exactly {NUMERIC_FEATURES}; missing {sorted(missing)}, unknown {sorted(unknown)}")
+            raise ValueError(
+                f"must name exactly {NUMERIC_FEATURES}; missing {sorted(missing)}, unknown {sorted(unknown)}"
+            )
         out = {}
         for k, pair in v.items():
-            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)):
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
+            ):
                 raise ValueError(f"{k}: must be [low, high] numbers, got {pair!r}")
             if not pair[0] < pair[1]:
                 raise ValueError(f"{k}: low must be below high, got {pair!r}")
@@ -267,20 +274,6 @@ def _apply_env(raw: dict, env: dict[str, str]) -> None:
             node[leaf] = value
 
 
-def _format_error(path: Path, err: ValidationError) -> str:
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    elif "input" in first and first["type"] not in ("missing",):
-        msg = f"{msg} (got {first['input']!r})"
-    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
-    return f"{path}: {key}: {msg}{more}"
-
-
 def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None) -> Settings:
     """Load and validate config.yaml; raise ConfigError with one line naming file, key and reason."""
     cfg_path = resolve_config_path(path)
@@ -302,7 +295,7 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
     try:
         return _validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_error(cfg_path, e)) from e
+        raise ConfigError(f"{cfg_path}: {explain(e)}") from e
 
 
 def _validate(raw: dict) -> Settings:

@@ -8,6 +8,7 @@ Every write goes through `DataStore.write_*`, which
 - appends one JSON line to manifest.txt under a lock.
 The trainer uses the same code path to add data versions (training data + labelled production data).
 """
+
 from __future__ import annotations
 
 import io
@@ -21,10 +22,10 @@ import pandas as pd
 from pydantic import ValidationError
 
 from shared.atomic import append_line, atomic_write_bytes, locked, sha256_bytes, sha256_file
-from shared.errors import DataValidationError, IntegrityError, NotFoundError, VersionExistsError
+from shared.errors import DataValidationError, IntegrityError, NotFoundError, VersionExistsError, explain
 from shared.gitinfo import git_info
 from shared.paths import Paths, check_data_version, version_number
-from shared.schemas import InputFile, ManifestEntry, explain, utc_now
+from shared.schemas import InputFile, ManifestEntry, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def check_raw(paths: Paths) -> str:
     """The raw file must match the sha256 pinned in config.yaml; returns the hash."""
     expected = paths.settings.data.raw_sha256
     if not paths.raw_file.is_file():
-        raise NotFoundError(f"raw data file not found: {paths.raw_file} (data.raw_file in {paths.settings.config_path})")
+        raise NotFoundError(
+            f"raw data file not found: {paths.raw_file} (data.raw_file in {paths.settings.config_path})"
+        )
     actual = sha256_file(paths.raw_file)
     if actual != expected:
         raise IntegrityError(
@@ -61,7 +64,9 @@ class Step:
         for p, digest in self.inputs.items():
             now = sha256_file(p) if p.is_file() else "missing"
             if now != digest:
-                raise IntegrityError(f"input {p} changed during the step (sha256 {digest} before, {now} now); entry refused")
+                raise IntegrityError(
+                    f"input {p} changed during the step (sha256 {digest} before, {now} now); entry refused"
+                )
 
 
 class DataStore:
@@ -126,7 +131,9 @@ class DataStore:
                 raise NotFoundError(f"{path} has no manifest entry in {self.paths.manifest}; run prep first")
             actual = sha256_file(path) if path.is_file() else "missing"
             if actual != entry.sha256:
-                raise IntegrityError(f"{path}: sha256 {actual} does not match manifest {entry.sha256} ({entry.data_version})")
+                raise IntegrityError(
+                    f"{path}: sha256 {actual} does not match manifest {entry.sha256} ({entry.data_version})"
+                )
         try:
             return pd.read_csv(path)
         except FileNotFoundError:
@@ -144,10 +151,16 @@ class DataStore:
             hashed[p] = sha256_file(p)
         return Step(producer=producer, inputs=hashed)
 
-    def write_table(self, step: Step, *, data_version: str, path: Path, df: pd.DataFrame, params: dict[str, Any]) -> ManifestEntry:
-        return self.write_bytes(step, data_version=data_version, path=path, data=table_bytes(df), rows=len(df), params=params)
+    def write_table(
+        self, step: Step, *, data_version: str, path: Path, df: pd.DataFrame, params: dict[str, Any]
+    ) -> ManifestEntry:
+        return self.write_bytes(
+            step, data_version=data_version, path=path, data=table_bytes(df), rows=len(df), params=params
+        )
 
-    def write_bytes(self, step: Step, *, data_version: str, path: Path, data: bytes, rows: int, params: dict[str, Any]) -> ManifestEntry:
+    def write_bytes(
+        self, step: Step, *, data_version: str, path: Path, data: bytes, rows: int, params: dict[str, Any]
+    ) -> ManifestEntry:
         check_data_version(data_version)
         digest = sha256_bytes(data)
         rel = self.rel(path)

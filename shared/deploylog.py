@@ -16,19 +16,21 @@ The log is evidence (rollback and lineage answer from it), so `read_rows` refuse
 its line and what is wrong, rather than skip it; a row torn by a crash is closed with a newline by the
 next writer, so the rows after it stay whole and the torn one is reported by its line.
 """
+
 from __future__ import annotations
 
 import csv
 import fcntl
 import io
 import os
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
+from shared.atomic import end_partial_line, write_all
 from shared.errors import ClockworkError, DataValidationError
 from shared.paths import Paths, check_model_version
-from shared.schemas import DEPLOYMENT_LOG_COLUMNS, utc_now
+from shared.schemas import DEPLOYMENT_LOG_COLUMNS, parse_utc, utc_now
 
 SERVING_EVENTS = frozenset({"start", "swap"})
 EVENTS = frozenset({"start", "swap", "swap_failed", "promote", "rollback"})
@@ -44,8 +46,17 @@ def _one_line(value: object) -> str:
     return " ".join(str(value if value is not None else "").split())
 
 
-def append_event(paths: Paths, *, event: str, version: str, previous_version: str | None = None,
-                 metadata: dict | None = None, instance_id: str, detail: str = "", time: str | None = None) -> dict:
+def append_event(
+    paths: Paths,
+    *,
+    event: str,
+    version: str,
+    previous_version: str | None = None,
+    metadata: dict | None = None,
+    instance_id: str,
+    detail: str = "",
+    time: str | None = None,
+) -> dict:
     """Append one row (header first if the file is new or empty) and return it.
 
     `metadata` is the model's metadata.json (sha256, data version and git commit come from it).
@@ -72,30 +83,17 @@ def append_event(paths: Paths, *, event: str, version: str, previous_version: st
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             data = _row_bytes(row)
-            size = os.fstat(fd).st_size
-            if size == 0:
-                data = _row_bytes(dict(zip(DEPLOYMENT_LOG_COLUMNS, DEPLOYMENT_LOG_COLUMNS))) + data
-            elif _last_byte(path, size) != b"\n":  # a row torn by a crash: end it, keep this one whole
-                data = b"\n" + data
-            _write_all(fd, data)
+            if os.fstat(fd).st_size == 0:
+                data = _row_bytes(dict(zip(DEPLOYMENT_LOG_COLUMNS, DEPLOYMENT_LOG_COLUMNS, strict=False))) + data
+            else:
+                end_partial_line(fd, path)  # a row torn by a crash: end it, keep this one whole
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
     return row
-
-
-def _last_byte(path: Path, size: int) -> bytes:
-    with open(path, "rb") as f:
-        f.seek(size - 1)
-        return f.read(1)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 def read_rows(paths: Paths) -> list[dict]:
@@ -127,8 +125,10 @@ def read_rows(paths: Paths) -> list[dict]:
             if not header_seen:
                 header_seen = True
                 if fields != DEPLOYMENT_LOG_COLUMNS:
-                    raise DataValidationError(f"{path}:{reader.line_num}: header {','.join(fields)[:200]!r} is not the "
-                                              f"deployment log header {','.join(DEPLOYMENT_LOG_COLUMNS)!r}")
+                    raise DataValidationError(
+                        f"{path}:{reader.line_num}: header {','.join(fields)[:200]!r} is not the "
+                        f"deployment log header {','.join(DEPLOYMENT_LOG_COLUMNS)!r}"
+                    )
                 continue
             rows.append(_check_row(fields, where=f"{path}:{reader.line_num}"))
     except csv.Error as e:
@@ -138,13 +138,15 @@ def read_rows(paths: Paths) -> list[dict]:
 
 def _check_row(fields: list[str], *, where: str) -> dict:
     if len(fields) != len(DEPLOYMENT_LOG_COLUMNS):
-        raise DataValidationError(f"{where}: {len(fields)} field(s), expected {len(DEPLOYMENT_LOG_COLUMNS)} "
-                                  f"({','.join(DEPLOYMENT_LOG_COLUMNS)}): {','.join(fields)[:120]!r}")
-    row = dict(zip(DEPLOYMENT_LOG_COLUMNS, fields))
+        raise DataValidationError(
+            f"{where}: {len(fields)} field(s), expected {len(DEPLOYMENT_LOG_COLUMNS)} "
+            f"({','.join(DEPLOYMENT_LOG_COLUMNS)}): {','.join(fields)[:120]!r}"
+        )
+    row = dict(zip(DEPLOYMENT_LOG_COLUMNS, fields, strict=False))
     if row["event"] not in EVENTS:
         raise DataValidationError(f"{where}: event {row['event'][:60]!r} is not one of {', '.join(sorted(EVENTS))}")
     try:
-        _parse_time(row["time"])
+        parse_utc(row["time"])
     except ValueError:
         raise DataValidationError(f"{where}: time {row['time'][:60]!r} is not an ISO 8601 time") from None
     for key in ("version", "previous_version"):
@@ -156,30 +158,20 @@ def _check_row(fields: list[str], *, where: str) -> dict:
     return row
 
 
-def _parse_time(value: str | datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    t = datetime.fromisoformat(text)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
 def serving_at(paths: Paths, when: str | datetime, *, instance_id: str | None = None) -> dict | None:
     """The start/swap row in force at `when` (the last one at or before it), or None if nothing served yet.
 
     `instance_id` restricts the answer to one replica; without it, the latest change by any instance.
     `when` is a datetime (naive means UTC) or an ISO 8601 string such as 2026-01-02T03:04:05Z.
     """
-    t = _parse_time(when)
+    t = parse_utc(when)
     found = None
     for row in read_rows(paths):
         if row["event"] not in SERVING_EVENTS:
             continue
         if instance_id is not None and row["instance_id"] != instance_id:
             continue
-        if _parse_time(row["time"]) <= t:
+        if parse_utc(row["time"]) <= t:
             found = row
     return found
 

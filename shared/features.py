@@ -8,6 +8,7 @@ lives inside the ONNX graph, so serving can never compute features differently f
 Identifiers (udi, product_id) and the failure-mode columns (twf, hdf, pwf, osf, rnf) are never
 features: the mode flags are the label in disguise.
 """
+
 from __future__ import annotations
 
 import numpy as np

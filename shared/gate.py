@@ -9,10 +9,12 @@ in the candidate's metadata.json, so every decision can be explained from the di
 
 The retrain worker calls `decide`; the serving version is the pin in config.yaml, read fresh.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -58,15 +60,23 @@ def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> dict:
     tp = int(((pred == 1) & (y == 1)).sum())
     fp = int(((pred == 1) & (y == 0)).sum())
     fn = int(((pred == 0) & (y == 1)).sum())
-    return {"f1": float(f1[0]), "precision": float(precision[0]), "recall": float(recall[0]), "accuracy": accuracy,
-            "error_rate": None if accuracy is None else 1.0 - accuracy,
-            "confusion_matrix": {"tn": len(y) - tp - fp - fn, "fp": fp, "fn": fn, "tp": tp}}
+    return {
+        "f1": float(f1[0]),
+        "precision": float(precision[0]),
+        "recall": float(recall[0]),
+        "accuracy": accuracy,
+        "error_rate": None if accuracy is None else 1.0 - accuracy,
+        "confusion_matrix": {"tn": len(y) - tp - fp - fn, "fp": fp, "fn": fn, "tp": tp},
+    }
 
 
 def window_summary(window: pd.DataFrame) -> dict:
-    out: dict[str, Any] = {"rows": int(len(window)),
-                           "positives": int(window[LABEL].sum()) if len(window) else 0,
-                           "first_time": None, "last_time": None}
+    out: dict[str, Any] = {
+        "rows": int(len(window)),
+        "positives": int(window[LABEL].sum()) if len(window) else 0,
+        "first_time": None,
+        "last_time": None,
+    }
     if len(window) and "time" in window:
         out["first_time"], out["last_time"] = str(window["time"].min()), str(window["time"].max())
     if len(window) and "model_version" in window:
@@ -74,8 +84,15 @@ def window_summary(window: pd.DataFrame) -> dict:
     return out
 
 
-def decide(*, settings: Settings, paths: Paths, candidate_bytes: bytes, window: pd.DataFrame,
-           scorer: ScorerFactory | None = None, candidate_version_hint: str | None = None) -> dict:
+def decide(
+    *,
+    settings: Settings,
+    paths: Paths,
+    candidate_bytes: bytes,
+    window: pd.DataFrame,
+    scorer: ScorerFactory | None = None,
+    candidate_version_hint: str | None = None,
+) -> dict:
     """Score candidate and serving model on `window` (RAW_COLUMNS + machine_failure); promote or keep."""
     gate = settings.monitoring.gate
     threshold = settings.deployment.threshold
@@ -84,8 +101,14 @@ def decide(*, settings: Settings, paths: Paths, candidate_bytes: bytes, window: 
     if missing:
         raise DataValidationError(f"gate window lacks columns {missing}")
     result: dict[str, Any] = {
-        "decision": "keep", "reason": "", "metric": gate.metric, "margin": gate.margin, "auto_promote": gate.auto_promote,
-        "threshold": threshold, "decided_at": utc_now(), "window": window_summary(window),
+        "decision": "keep",
+        "reason": "",
+        "metric": gate.metric,
+        "margin": gate.margin,
+        "auto_promote": gate.auto_promote,
+        "threshold": threshold,
+        "decided_at": utc_now(),
+        "window": window_summary(window),
         "candidate": {"version_hint": candidate_version_hint, "onnx_sha256": sha256_bytes(candidate_bytes)},
         "serving": {"version": None},
     }
@@ -94,28 +117,39 @@ def decide(*, settings: Settings, paths: Paths, candidate_bytes: bytes, window: 
     if len(window) == 0:
         return _finish(result, better=False, reason="no labelled production window to compare on")
     if result["window"]["positives"] < gate.min_positives:
-        return _finish(result, better=False, reason=(
-            f"the window holds {result['window']['positives']} failure(s), fewer than monitoring.gate.min_positives "
-            f"({gate.min_positives}): too few to judge a failure-class metric"))
+        return _finish(
+            result,
+            better=False,
+            reason=(
+                f"the window holds {result['window']['positives']} failure(s), fewer than monitoring.gate.min_positives "
+                f"({gate.min_positives}): too few to judge a failure-class metric"
+            ),
+        )
     try:
         readings = encode_readings(window)
     except ValueError as e:
         raise DataValidationError(f"gate window: {e}") from e
     y = window[LABEL].to_numpy(dtype=int)
-    result["candidate"] |= score(y, make(candidate_bytes, name="candidate").predict_proba(readings), threshold=threshold)
+    result["candidate"] |= score(
+        y, make(candidate_bytes, name="candidate").predict_proba(readings), threshold=threshold
+    )
     try:
         serving_bytes, serving_md = Registry(paths=paths).load_verified(version)
     except NotFoundError as e:
         result["serving"]["error"] = str(e)
         return _finish(result, better=True, reason=f"no serving model to compare with ({e})")
     result["serving"]["onnx_sha256"] = serving_md["onnx_sha256"]
-    result["serving"] |= score(y, make(serving_bytes, name=f"serving {version}").predict_proba(readings), threshold=threshold)
+    result["serving"] |= score(
+        y, make(serving_bytes, name=f"serving {version}").predict_proba(readings), threshold=threshold
+    )
 
     cand, serv = result["candidate"][gate.metric], result["serving"][gate.metric]
     result["difference"] = cand - serv
     better = cand - serv >= gate.margin - 1e-12  # "at least the margin", immune to float rounding
-    reason = (f"candidate {gate.metric} {cand:.4f} vs serving {version} {serv:.4f} on {len(window)} labelled rows "
-              f"({result['window']['positives']} failures): {'at least' if better else 'less than'} the margin {gate.margin}")
+    reason = (
+        f"candidate {gate.metric} {cand:.4f} vs serving {version} {serv:.4f} on {len(window)} labelled rows "
+        f"({result['window']['positives']} failures): {'at least' if better else 'less than'} the margin {gate.margin}"
+    )
     return _finish(result, better=better, reason=reason)
 
 

@@ -3,6 +3,7 @@
 Inside a container there is no .git: the image carries the commit in CLOCKWORK_GIT_COMMIT (a build
 argument) and CLOCKWORK_GIT_DIRTY.
 """
+
 from __future__ import annotations
 
 import functools
@@ -20,11 +21,23 @@ def git_info(repo: str | os.PathLike | None = None) -> dict:
     """{"commit": sha or "unknown", "dirty": bool or None}. Dirty looks at code paths only, not volumes."""
     if os.environ.get(COMMIT_ENV):
         dirty_env = os.environ.get(DIRTY_ENV, "")
-        return {"commit": os.environ[COMMIT_ENV], "dirty": dirty_env.lower() in ("1", "true", "yes") if dirty_env else None}
+        return {
+            "commit": os.environ[COMMIT_ENV],
+            "dirty": dirty_env.lower() in ("1", "true", "yes") if dirty_env else None,
+        }
     root = Path(repo) if repo else Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", *CODE_PATHS],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
         return {"commit": commit, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):
         # No git binary (a slim image): read the commit from the .git folder copied into it.

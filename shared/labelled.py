@@ -8,6 +8,7 @@ never see them. So a reader gets every labelled row exactly once, whatever the m
 
 The retrain worker calls `load_labelled(paths)` to build a new data version and the gate's window.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,19 +17,18 @@ from pathlib import Path
 import pandas as pd
 from pydantic import ValidationError
 
-from shared.errors import DataValidationError
+from shared.errors import DataValidationError, explain
 from shared.features import LABEL, RAW_COLUMNS
 from shared.paths import Paths
-from shared.schemas import LabelledRecord, explain
+from shared.schemas import LabelledRecord
 
-LABELLED_FILE = "labelled.jsonl"
 # The columns every caller can rely on (CONTRACTS.md); `full=True` adds the served probability and label.
 COLUMNS = RAW_COLUMNS + [LABEL, "request_id", "time", "model_version"]
 EXTRA_COLUMNS = ["probability", "predicted", "feedback_time"]
 
 
 def labelled_file(paths: Paths) -> Path:
-    return paths.labelled_dir / LABELLED_FILE
+    return paths.labelled_file
 
 
 def committed_length(paths: Paths) -> tuple[int, int]:

@@ -7,6 +7,7 @@ prediction (prediction log) + its label (feedback log)
  -> for every training file, the chain of manifest entries through their inputs back to files no step
     produced (the raw data), each raw file re-hashed and compared with config.yaml's data.raw_sha256.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,10 @@ from pydantic import ValidationError
 from shared.atomic import sha256_file
 from shared.datastore import DataStore
 from shared.deploylog import serving_at
-from shared.errors import DataValidationError, NotFoundError
+from shared.errors import DataValidationError, NotFoundError, explain
 from shared.paths import Paths
 from shared.registry import Registry
-from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord, explain
+from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord
 
 MAX_DEPTH = 20
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ def find_prediction(paths: Paths, request_id: str) -> tuple[Path, PredictionReco
         try:
             rec = PredictionRecord.model_validate_json(line)
         except ValidationError as e:
-            malformed.append(f"{path}:{n}: the prediction record for request_id {request_id!r} is malformed: {explain(e)}")
+            malformed.append(
+                f"{path}:{n}: the prediction record for request_id {request_id!r} is malformed: {explain(e)}"
+            )
             continue
         if rec.request_id == request_id:
             return path, rec
@@ -72,7 +75,9 @@ def find_feedback(paths: Paths, request_id: str, *, problems: list[str] | None =
     return out
 
 
-def provenance(entries: list[ManifestEntry], path: str, sha256: str, *, raw_rel: str, raw_sha256: str, depth: int = 0) -> dict:
+def provenance(
+    entries: list[ManifestEntry], path: str, sha256: str, *, raw_rel: str, raw_sha256: str, depth: int = 0
+) -> dict:
     """The manifest entry that produced (path, sha256) and, recursively, its inputs."""
     producers = [e for e in entries if e.path == path and e.sha256 == sha256]
     node: dict = {"path": path, "sha256": sha256}
@@ -83,10 +88,18 @@ def provenance(entries: list[ManifestEntry], path: str, sha256: str, *, raw_rel:
             node["matches_config_raw_sha256"] = sha256 == raw_sha256
         return node
     e = producers[-1]
-    node |= {"data_version": e.data_version, "rows": e.rows, "producer": e.producer, "git_commit": e.git_commit,
-             "git_dirty": e.git_dirty, "created_at": e.created_at,
-             "inputs": [provenance(entries, i.path, i.sha256, raw_rel=raw_rel, raw_sha256=raw_sha256, depth=depth + 1)
-                        for i in e.inputs]}
+    node |= {
+        "data_version": e.data_version,
+        "rows": e.rows,
+        "producer": e.producer,
+        "git_commit": e.git_commit,
+        "git_dirty": e.git_dirty,
+        "created_at": e.created_at,
+        "inputs": [
+            provenance(entries, i.path, i.sha256, raw_rel=raw_rel, raw_sha256=raw_sha256, depth=depth + 1)
+            for i in e.inputs
+        ],
+    }
     return node
 
 
@@ -107,7 +120,9 @@ def lineage(paths: Paths, request_id: str) -> dict:
     feedback = find_feedback(paths, request_id, problems=problems)
     for problem in problems:
         log.warning("lineage of %s: %s", request_id, problem)
-    chains = [provenance(entries, f["path"], f["sha256"], raw_rel=raw_rel, raw_sha256=raw_expected) for f in md["data_files"]]
+    chains = [
+        provenance(entries, f["path"], f["sha256"], raw_rel=raw_rel, raw_sha256=raw_expected) for f in md["data_files"]
+    ]
     raw_files = {}
     for chain in chains:
         for leaf in _raw_leaves(chain):
@@ -119,8 +134,13 @@ def lineage(paths: Paths, request_id: str) -> dict:
         "feedback": feedback,
         "problems": problems,
         "model": {
-            "version": md["version"], "created_at": md["created_at"], "onnx_sha256": md["onnx_sha256"],
-            "metrics": md["metrics"], "config": md["config"], "trigger": md.get("trigger"), "gate": md.get("gate"),
+            "version": md["version"],
+            "created_at": md["created_at"],
+            "onnx_sha256": md["onnx_sha256"],
+            "metrics": md["metrics"],
+            "config": md["config"],
+            "trigger": md.get("trigger"),
+            "gate": md.get("gate"),
             "metadata_file": store.rel(paths.metadata_file(md["version"])),
         },
         "deployment": serving_at(paths, pred.time, instance_id=log_path.stem) or serving_at(paths, pred.time),
@@ -131,8 +151,10 @@ def lineage(paths: Paths, request_id: str) -> dict:
             "provenance": chains,
         },
         "raw": {"expected_sha256": raw_expected, "files": list(raw_files.values())},
-        "code": {"model_git": md["git"],
-                 "data_git_commits": sorted({e.git_commit for e in entries if e.data_version == md["data_version"]})},
+        "code": {
+            "model_git": md["git"],
+            "data_git_commits": sorted({e.git_commit for e in entries if e.data_version == md["data_version"]}),
+        },
     }
 
 

@@ -1,4 +1,5 @@
 """Logging configured once, in each service's main(): one readable line per event."""
+
 from __future__ import annotations
 
 import logging

@@ -4,9 +4,10 @@ The one way every part (trainer evaluation, inference, monitor, gate) runs a mod
 see the same numbers. Sessions are single-threaded: serving runs many small requests side by side.
 A model that references external data is refused before onnxruntime sees it.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -51,7 +52,9 @@ def check_no_external_data(model: onnx.ModelProto, *, name: str = "model") -> No
     """Raise ModelLoadError if any tensor lives outside the file (external data can read any path)."""
     for t in all_tensors(model):
         if t.data_location == onnx.TensorProto.EXTERNAL or len(t.external_data) > 0:
-            raise ModelLoadError(f"{name}: tensor {t.name!r} references external data; only self-contained ONNX files are served")
+            raise ModelLoadError(
+                f"{name}: tensor {t.name!r} references external data; only self-contained ONNX files are served"
+            )
 
 
 def parse_model(model_bytes: bytes, *, name: str = "model") -> onnx.ModelProto:
@@ -71,7 +74,9 @@ class OnnxModel:
     def predict_proba(self, readings: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(readings, dtype=np.float32)
         if x.ndim != 2 or x.shape[1] != len(RAW_COLUMNS):
-            raise ValueError(f"readings must have shape [N, {len(RAW_COLUMNS)}] ({', '.join(RAW_COLUMNS)}), got {list(x.shape)}")
+            raise ValueError(
+                f"readings must have shape [N, {len(RAW_COLUMNS)}] ({', '.join(RAW_COLUMNS)}), got {list(x.shape)}"
+            )
         if len(x) == 0:
             return np.empty(0, dtype=np.float32)
         (out,) = self.session.run([ONNX_OUTPUT], {ONNX_INPUT: x})
@@ -99,5 +104,7 @@ def load_session(model_bytes: bytes, *, name: str = "model") -> OnnxModel:
         )
     inp = inputs[ONNX_INPUT]
     if inp.type != "tensor(float)" or (len(inp.shape) != 2 or inp.shape[1] != len(RAW_COLUMNS)):
-        raise ModelLoadError(f"{name}: input {ONNX_INPUT!r} must be float32 [N, {len(RAW_COLUMNS)}], got {inp.type} {inp.shape}")
+        raise ModelLoadError(
+            f"{name}: input {ONNX_INPUT!r} must be float32 [N, {len(RAW_COLUMNS)}], got {inp.type} {inp.shape}"
+        )
     return OnnxModel(session, name=name)

@@ -3,6 +3,7 @@
 Version names are validated before a path is built from them, so a crafted name such as
 `../../etc` never reaches the file system.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +13,14 @@ from shared.config import DATA_VERSION_RE, MODEL_VERSION_RE, Settings
 from shared.errors import InvalidVersionError
 
 DATA_SET_RE = r"^[a-z0-9_]+$"
+
+# File names inside the folders config.yaml names (the layout is code; where the folders are is config).
+MODEL_FILE = "model.onnx"
+METADATA_FILE = "metadata.json"
+TRAIN_FILE = "train.csv"
+LABELLED_FILE = "labelled.jsonl"  # the monitor's joined prediction + label rows
+LABELLED_SNAPSHOT = "labelled.csv"  # the labelled rows a retrain data version trained on
+LOG_SUFFIX = ".jsonl"  # prediction and feedback logs: <instance id>.jsonl
 
 
 def check_model_version(version: str) -> str:
@@ -39,7 +48,7 @@ class Paths:
     settings: Settings
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Paths":
+    def from_settings(cls, settings: Settings) -> Paths:
         return cls(volume=settings.volume, settings=settings)
 
     def _v(self, rel: str) -> Path:
@@ -70,7 +79,11 @@ class Paths:
 
     def train_file(self, version: str) -> Path:
         """The training table of a data version (what the trainer reads)."""
-        return self.data_version_dir(version) / "train.csv"
+        return self.data_version_dir(version) / TRAIN_FILE
+
+    def labelled_snapshot(self, version: str) -> Path:
+        """The labelled production rows a retrain data version was built with."""
+        return self.data_version_dir(version) / LABELLED_SNAPSHOT
 
     # --- models -----------------------------------------------------------------------------
     @property
@@ -81,10 +94,10 @@ class Paths:
         return self.models_dir / check_model_version(version)
 
     def model_file(self, version: str) -> Path:
-        return self.model_dir(version) / "model.onnx"
+        return self.model_dir(version) / MODEL_FILE
 
     def metadata_file(self, version: str) -> Path:
-        return self.model_dir(version) / "metadata.json"
+        return self.model_dir(version) / METADATA_FILE
 
     @property
     def metadata_log(self) -> Path:
@@ -103,6 +116,14 @@ class Paths:
     def feedback_log_dir(self) -> Path:
         return self._v(self.settings.deployment.feedback_log_dir)
 
+    def prediction_log(self, instance_id: str) -> Path:
+        """The prediction log one inference instance alone writes."""
+        return self.prediction_log_dir / f"{instance_id}{LOG_SUFFIX}"
+
+    def feedback_log(self, instance_id: str) -> Path:
+        """The feedback log one inference instance alone writes."""
+        return self.feedback_log_dir / f"{instance_id}{LOG_SUFFIX}"
+
     @property
     def embedded_redis_dir(self) -> Path:
         return self._v(self.settings.redis.embedded_data_dir)
@@ -120,6 +141,10 @@ class Paths:
     def labelled_dir(self) -> Path:
         return self._v(self.settings.monitoring.labelled_dir)
 
+    @property
+    def labelled_file(self) -> Path:
+        return self.labelled_dir / LABELLED_FILE
+
 
 @dataclass(frozen=True)
 class RedisKeys:
@@ -131,7 +156,7 @@ class RedisKeys:
     job_key_prefix: str
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "RedisKeys":
+    def from_settings(cls, settings: Settings) -> RedisKeys:
         r = settings.redis
         return cls(r.retrain_queue, r.processing_queue, r.dead_letter_queue, r.job_key_prefix)
 

@@ -11,6 +11,7 @@
      or the new file, never a part; concurrent pinners are serialised by a lock on the folder;
   5. a `promote` (or `rollback`) row goes to deployment_log.csv.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -19,9 +20,9 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
@@ -159,8 +160,15 @@ def check_servable(paths: Paths, version: str) -> dict:
     return metadata
 
 
-def set_pin(config_path: str | os.PathLike, version: str, *, paths: Paths, event: str = "promote",
-            actor: str | None = None, detail: str = "") -> str:
+def set_pin(
+    config_path: str | os.PathLike,
+    version: str,
+    *,
+    paths: Paths,
+    event: str = "promote",
+    actor: str | None = None,
+    detail: str = "",
+) -> str:
     """Pin `version` (validated, comments kept, atomic); log a `promote`/`rollback` row. Returns the old pin."""
     from shared import deploylog
 
@@ -176,8 +184,15 @@ def set_pin(config_path: str | os.PathLike, version: str, *, paths: Paths, event
         new_text = edit_pin_text(text, version, where=str(config_path))
         _check_loads(config_path, new_text)
         atomic_write_text(config_path, new_text)
-        deploylog.append_event(paths, event=event, version=version, previous_version=previous, metadata=metadata,
-                               instance_id=actor or default_actor(), detail=detail or f"pin set in {config_path}")
+        deploylog.append_event(
+            paths,
+            event=event,
+            version=version,
+            previous_version=previous,
+            metadata=metadata,
+            instance_id=actor or default_actor(),
+            detail=detail or f"pin set in {config_path}",
+        )
     return previous
 
 

@@ -11,6 +11,7 @@ At-least-once: a message stays in the processing list until its worker finishes.
 lease has gone (its worker died) is moved back to the queue (`requeue_orphans`). Running a job twice
 is harmless because the worker checks the job status, the lease and the registry before training.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,17 +75,30 @@ class RetrainQueue:
         self._release = redis.register_script(_RELEASE)
 
     @classmethod
-    def from_settings(cls, settings, *, redis) -> "RetrainQueue":
+    def from_settings(cls, settings, *, redis) -> RetrainQueue:
         return cls(redis=redis, keys=RedisKeys.from_settings(settings), lease_s=settings.redis.lease_s)
 
     # --- producers ------------------------------------------------------------------------
-    def push(self, message: RetrainMessage) -> None:
-        """Record the job as queued and push the message (validated: it went through the schema)."""
+    def push(self, message: RetrainMessage, *, also_set: dict[str, str] | None = None) -> None:
+        """Record the job as queued and push the message (validated: it went through the schema).
+
+        `also_set` (key -> value) is written in the same MULTI/EXEC transaction: a producer's own record of
+        what it sent (the monitor's cooldown) exists exactly when the message does.
+        """
         line = message.to_line()
         parse_retrain_message(line)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.job(message.id), mapping={"status": QUEUED, "message_id": message.id,
-                                                      "requested_reason": message.reason, "queued_at": utc_now()})
+        for key, value in (also_set or {}).items():
+            pipe.set(key, value)
+        pipe.hset(
+            self.keys.job(message.id),
+            mapping={
+                "status": QUEUED,
+                "message_id": message.id,
+                "requested_reason": message.reason,
+                "queued_at": utc_now(),
+            },
+        )
         pipe.lpush(self.keys.retrain_queue, line)
         pipe.execute()
         log.info("pushed retrain message %s (%s) to %s", message.id, message.reason, self.keys.retrain_queue)

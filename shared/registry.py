@@ -7,6 +7,7 @@ A version therefore appears only when complete and is never overwritten; a train
 leaves only a `.tmp-*` folder, which versions() ignores (see `remove_stale_temp`).
 Every version gets one readable line in models/model_metadata.log.
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,15 +24,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.atomic import append_line, fsync_dir, sha256_bytes
-from shared.errors import ModelLoadError, NotFoundError, VersionExistsError
+from shared.errors import ModelLoadError, NotFoundError, VersionExistsError, explain
 from shared.onnx_model import OnnxModel, check_no_external_data, load_session, parse_model
-from shared.paths import Paths, check_model_version
-from shared.schemas import ModelMetadata, explain, utc_now
+from shared.paths import METADATA_FILE, MODEL_FILE, Paths, check_model_version
+from shared.schemas import ModelMetadata, utc_now
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-METADATA_FILE = "metadata.json"
 TEMP_PREFIX = ".tmp-"
 _VERSION_DIR_RE = re.compile(r"^v([0-9]+)$")
 MAX_CLAIM_ATTEMPTS = 1000
@@ -62,11 +61,16 @@ def log_line(md: dict) -> str:
         return "-" if x is None else f"{x:.4f}"
 
     parts = [
-        md["created_at"], md["version"],
+        md["created_at"],
+        md["version"],
         f"data={md['data_version']}",
-        f"algorithm={mp.get('algorithm')}", f"n_estimators={mp.get('n_estimators')}", f"max_depth={mp.get('max_depth')}",
+        f"algorithm={mp.get('algorithm')}",
+        f"n_estimators={mp.get('n_estimators')}",
+        f"max_depth={mp.get('max_depth')}",
         f"physical={cfg.get('features', {}).get('physical')}",
-        f"val_f1={f(m.get('f1'))}", f"val_precision={f(m.get('precision'))}", f"val_recall={f(m.get('recall'))}",
+        f"val_f1={f(m.get('f1'))}",
+        f"val_precision={f(m.get('precision'))}",
+        f"val_recall={f(m.get('recall'))}",
         f"prod_f1={f(pm.get('f1'))}",
         f"onnx_sha256={md['onnx_sha256']}",
         f"git={str(git.get('commit'))[:12]}{'+dirty' if git.get('dirty') else ''}",
@@ -97,8 +101,11 @@ class Registry:
 
     def versions(self) -> list[str]:
         """Complete versions, sorted by number (temp folders and foreign names are ignored)."""
-        return [name for _, name in self._numbered_dirs()
-                if (self.dir / name / METADATA_FILE).is_file() and (self.dir / name / MODEL_FILE).is_file()]
+        return [
+            name
+            for _, name in self._numbered_dirs()
+            if (self.dir / name / METADATA_FILE).is_file() and (self.dir / name / MODEL_FILE).is_file()
+        ]
 
     def latest(self) -> str | None:
         versions = self.versions()
@@ -163,7 +170,9 @@ class Registry:
         """
         digest = sha256_bytes(model_bytes)
         if metadata.get("onnx_sha256") not in (None, digest):
-            raise ModelLoadError(f"metadata onnx_sha256 {metadata['onnx_sha256']} does not match the model bytes ({digest})")
+            raise ModelLoadError(
+                f"metadata onnx_sha256 {metadata['onnx_sha256']} does not match the model bytes ({digest})"
+            )
         check_no_external_data(parse_model(model_bytes, name="candidate model"), name="candidate model")
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
@@ -177,7 +186,9 @@ class Registry:
             raise
         version = md["version"]
         append_line(self.paths.metadata_log, log_line(md))
-        log.info("registered model %s (sha256 %s, data %s) in %s", version, digest[:12], md.get("data_version"), self.dir)
+        log.info(
+            "registered model %s (sha256 %s, data %s) in %s", version, digest[:12], md.get("data_version"), self.dir
+        )
         return md
 
     def _claim(self, tmp: Path, md: dict) -> dict:

@@ -2,16 +2,17 @@
 
 Each is a pydantic model; what a service writes, another reads back through the same model.
 """
+
 from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from shared.errors import MessageError
+from shared.errors import MessageError, explain
 
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 MESSAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -19,7 +20,25 @@ MESSAGE_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 def utc_now() -> str:
     """UTC time as ISO 8601 with microseconds and a Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_utc(value: str | datetime) -> datetime:
+    """An aware UTC datetime from ISO 8601 text (a trailing Z or an offset; naive means UTC) or a datetime.
+
+    ValueError names the text when it is not ISO 8601.
+    """
+    if isinstance(value, datetime):
+        t = value
+    else:
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"not an ISO 8601 time: {value!r}") from None
+    return t.astimezone(UTC) if t.tzinfo else t.replace(tzinfo=UTC)
 
 
 class _Record(BaseModel):
@@ -66,30 +85,6 @@ class RetrainMessage(_Record):
     data_version: str | None = None
 
 
-def explain(err: ValidationError, *, max_input: int = 60) -> str:
-    """A pydantic error in one line: the key (dotted), the reason and what was found; every missing key named.
-
-    e.g. `metrics.f1: required key is missing` or `offsets.predictions/a.jsonl: Input should be a valid integer (got 'x')`.
-    """
-    errors = err.errors(include_url=False)
-    missing = [".".join(str(p) for p in e["loc"]) or "(top level)" for e in errors if e["type"] == "missing"]
-    others = [e for e in errors if e["type"] != "missing"]
-    parts = []
-    if others:
-        first = others[0]
-        key = ".".join(str(p) for p in first["loc"])
-        msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
-        if first["type"] not in ("json_invalid", "extra_forbidden") and "input" in first:
-            shown = repr(first["input"])
-            msg += f" (got {shown[:max_input]}{'...' if len(shown) > max_input else ''})"
-        parts.append(f"{key}: {msg}" if key else msg)
-        if len(others) > 1:
-            parts[-1] += f" (+{len(others) - 1} more)"
-    if missing:
-        parts.append(f"required key{'s' if len(missing) > 1 else ''} missing: {', '.join(missing)}")
-    return "; ".join(parts).replace("\n", " ")
-
-
 def parse_retrain_message(raw: bytes | str) -> RetrainMessage:
     """Validate a raw queue payload; MessageError names what is wrong."""
     try:
@@ -105,10 +100,7 @@ def parse_retrain_message(raw: bytes | str) -> RetrainMessage:
     try:
         return RetrainMessage.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        key = ".".join(str(p) for p in first["loc"]) or "(message)"
-        msg = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise MessageError(f"retrain message field {key}: {msg}") from e
+        raise MessageError(f"retrain message: {explain(e)}") from e
 
 
 class PredictionRecord(_Record):

@@ -10,6 +10,7 @@ JSON parser, read the holder once, predict (single rows waiting together run as 
 predictor.py), log the record, answer with orjson. Bad input is a 4xx naming the field and the reason;
 anything unexpected is still a JSON 500 (and a bug to fix).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -26,13 +27,6 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from shared.config import Settings
-from shared.errors import ClockworkError, NotFoundError
-from shared.lineage import lineage_json
-from shared.schemas import MESSAGE_ID_RE as REQUEST_ID_RE
-from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
-from shared.paths import Paths
-
 from services.inference import schemas
 from services.inference.holder import ConfigWatcher, ModelHolder
 from services.inference.logs import LINE_OPTS, RecordLog, RequestIds, UtcClock, check_instance_id, default_instance_id
@@ -40,13 +34,22 @@ from services.inference.metrics import NO_MODEL, Metrics
 from services.inference.predictor import Predictor
 from services.inference.routing import DirectRoute, JSONBytes, read_body
 from services.inference.schemas import BadRequest, explain
+from shared.config import Settings
+from shared.errors import ClockworkError, NotFoundError
+from shared.features import NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
+from shared.lineage import lineage_json
+from shared.paths import Paths
+from shared.schemas import MESSAGE_ID_RE as REQUEST_ID_RE
 
 log = logging.getLogger(__name__)
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.ErrorBody, "description": "Malformed JSON"},
     413: {"model": schemas.ErrorBody, "description": "Body or batch over the configured limit"},
-    422: {"model": schemas.ErrorBody, "description": "A field is missing, of the wrong type, not finite or out of range"},
+    422: {
+        "model": schemas.ErrorBody,
+        "description": "A field is missing, of the wrong type, not finite or out of range",
+    },
     503: {"model": schemas.ErrorBody, "description": "No model is loaded yet"},
 }
 
@@ -72,28 +75,38 @@ class Service:
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.ids = RequestIds()
         self.clock = UtcClock()
-        self.predictor = Predictor(threshold=self.threshold, ids=self.ids, clock=self.clock, metrics=self.metrics,
-                                   coalesce=dep.coalesce.enabled, max_rows=dep.coalesce.max_rows,
-                                   max_open_iterations=dep.coalesce.max_open_iterations)
+        self.predictor = Predictor(
+            threshold=self.threshold,
+            ids=self.ids,
+            clock=self.clock,
+            metrics=self.metrics,
+            coalesce=dep.coalesce.enabled,
+            max_rows=dep.coalesce.max_rows,
+            max_open_iterations=dep.coalesce.max_open_iterations,
+        )
         self.predictions: RecordLog | None = None
         self.feedback: RecordLog | None = None
         self._task: asyncio.Task | None = None
 
     @property
     def prediction_log_path(self):
-        return self.paths.prediction_log_dir / f"{self.instance_id}.jsonl"
+        return self.paths.prediction_log(self.instance_id)
 
     @property
     def feedback_log_path(self):
-        return self.paths.feedback_log_dir / f"{self.instance_id}.jsonl"
+        return self.paths.feedback_log(self.instance_id)
 
     async def start(self) -> None:
         self.predictions = self.predictor.log = RecordLog(self.prediction_log_path)
         self.predictor.loop = asyncio.get_running_loop()
         self.feedback = RecordLog(self.feedback_log_path)
         self.watcher.prime()
-        log.info("instance %s: prediction log %s, feedback log %s", self.instance_id, self.prediction_log_path,
-                 self.feedback_log_path)
+        log.info(
+            "instance %s: prediction log %s, feedback log %s",
+            self.instance_id,
+            self.prediction_log_path,
+            self.feedback_log_path,
+        )
         await self.holder.load(self.settings.deployment.model_version, reason="start")
         self._task = asyncio.create_task(self.watcher.run(), name=f"config-watcher-{self.instance_id}")
 
@@ -162,9 +175,17 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
             return not_ready("/predict")
         values = r.__dict__
         request_id, probability, label = await submit(
-            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]), values)
-        body = orjson.dumps({"request_id": request_id, "model_version": m.version, "failure_probability": probability,
-                             "prediction": label, "threshold": threshold})
+            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]), values
+        )
+        body = orjson.dumps(
+            {
+                "request_id": request_id,
+                "model_version": m.version,
+                "failure_probability": probability,
+                "prediction": label,
+                "threshold": threshold,
+            }
+        )
         m.predict_route.observe(time.perf_counter() - started)
         return JSONBytes(body)
 
@@ -181,11 +202,19 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         if m is None:
             return not_ready("/predict/batch")
         rows = [r.__dict__ for r in batch.readings]
-        x = np.array([(codes[v["type"]], v[air], v[proc], v[speed], v[torque], v[wear]) for v in rows], dtype=np.float32)
+        x = np.array(
+            [(codes[v["type"]], v[air], v[proc], v[speed], v[torque], v[wear]) for v in rows], dtype=np.float32
+        )
         results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route)
-        body = orjson.dumps({"model_version": m.version, "threshold": threshold,
-                             "predictions": [{"request_id": rid, "failure_probability": p, "prediction": label}
-                                             for rid, p, label in results]})
+        body = orjson.dumps(
+            {
+                "model_version": m.version,
+                "threshold": threshold,
+                "predictions": [
+                    {"request_id": rid, "failure_probability": p, "prediction": label} for rid, p, label in results
+                ],
+            }
+        )
         m.batch_route.observe(time.perf_counter() - started)
         return JSONBytes(body)
 
@@ -197,27 +226,53 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
             return refuse("/feedback", explain(e))
         except BadRequest as e:
             return refuse("/feedback", e)
-        svc.feedback.write(orjson.dumps({"time": clock.now(), "request_id": fb.request_id, "label": fb.label},
-                                        option=LINE_OPTS))
+        svc.feedback.write(
+            orjson.dumps({"time": clock.now(), "request_id": fb.request_id, "label": fb.label}, option=LINE_OPTS)
+        )
         current = holder.current
         metrics.count("/feedback", 200, current.version if current else NO_MODEL)
         return _json({"request_id": fb.request_id, "label": fb.label, "recorded": True})
 
     router = app.router
-    router.routes.append(DirectRoute(
-        "/predict", predict, methods=["POST"], body_schema="Reading", response_model=schemas.Prediction,
-        responses=ERROR_RESPONSES, summary="Failure probability of one reading", tags=["predict"],
-        description="One reading in, the failure probability, the predicted label (probability >= threshold), "
-                    "the model version and a request_id out. The prediction is logged before the answer."))
-    router.routes.append(DirectRoute(
-        "/predict/batch", predict_batch, methods=["POST"], body_schema="BatchRequest",
-        response_model=schemas.BatchPrediction, responses=ERROR_RESPONSES, summary="Failure probabilities of many readings",
-        tags=["predict"],
-        description=f"Up to {settings.deployment.max_batch_rows} readings; each row gets its own request_id and log record."))
-    router.routes.append(DirectRoute(
-        "/feedback", feedback, methods=["POST"], body_schema="Feedback", response_model=schemas.FeedbackAccepted,
-        responses={k: v for k, v in ERROR_RESPONSES.items() if k != 503}, summary="The true outcome of an earlier prediction",
-        tags=["feedback"]))
+    router.routes.append(
+        DirectRoute(
+            "/predict",
+            predict,
+            methods=["POST"],
+            body_schema="Reading",
+            response_model=schemas.Prediction,
+            responses=ERROR_RESPONSES,
+            summary="Failure probability of one reading",
+            tags=["predict"],
+            description="One reading in, the failure probability, the predicted label (probability >= threshold), "
+            "the model version and a request_id out. The prediction is logged before the answer.",
+        )
+    )
+    router.routes.append(
+        DirectRoute(
+            "/predict/batch",
+            predict_batch,
+            methods=["POST"],
+            body_schema="BatchRequest",
+            response_model=schemas.BatchPrediction,
+            responses=ERROR_RESPONSES,
+            summary="Failure probabilities of many readings",
+            tags=["predict"],
+            description=f"Up to {settings.deployment.max_batch_rows} readings; each row gets its own request_id and log record.",
+        )
+    )
+    router.routes.append(
+        DirectRoute(
+            "/feedback",
+            feedback,
+            methods=["POST"],
+            body_schema="Feedback",
+            response_model=schemas.FeedbackAccepted,
+            responses={k: v for k, v in ERROR_RESPONSES.items() if k != 503},
+            summary="The true outcome of an earlier prediction",
+            tags=["feedback"],
+        )
+    )
 
     # --- GET routes ----------------------------------------------------------------------------
     def count(route: str, status: int) -> None:
@@ -229,38 +284,74 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         count("/health", 200)
         return _json({"status": "ok", "instance_id": svc.instance_id})
 
-    @app.get("/ready", response_model=schemas.Ready, tags=["ops"], summary="A checked model is loaded",
-             responses={503: {"model": schemas.Ready, "description": "No model loaded"}})
+    @app.get(
+        "/ready",
+        response_model=schemas.Ready,
+        tags=["ops"],
+        summary="A checked model is loaded",
+        responses={503: {"model": schemas.Ready, "description": "No model loaded"}},
+    )
     async def ready() -> Response:
         current = holder.current
         ok = current is not None
         count("/ready", 200 if ok else 503)
-        return _json({"ready": ok, "model_version": current.version if current else None, "pinned_version": holder.pinned,
-                      "detail": holder.detail(), "last_swap_failure": holder.last_failure,
-                      "config_error": holder.config_error}, 200 if ok else 503)
+        return _json(
+            {
+                "ready": ok,
+                "model_version": current.version if current else None,
+                "pinned_version": holder.pinned,
+                "detail": holder.detail(),
+                "last_swap_failure": holder.last_failure,
+                "config_error": holder.config_error,
+            },
+            200 if ok else 503,
+        )
 
-    @app.get("/model", response_model=schemas.ModelInfo, tags=["ops"], summary="The serving version and its metadata",
-             responses={503: {"model": schemas.ErrorBody, "description": "No model loaded"}})
+    @app.get(
+        "/model",
+        response_model=schemas.ModelInfo,
+        tags=["ops"],
+        summary="The serving version and its metadata",
+        responses={503: {"model": schemas.ErrorBody, "description": "No model loaded"}},
+    )
     async def model_info() -> Response:
         current = holder.current
         if current is None:
             return not_ready("/model")
         count("/model", 200)
-        return _json({"model_version": current.version, "onnx_sha256": current.onnx_sha256,
-                      "loaded_at": current.loaded_at, "threshold": threshold, "input_columns": RAW_COLUMNS,
-                      "metadata": current.metadata})
+        return _json(
+            {
+                "model_version": current.version,
+                "onnx_sha256": current.onnx_sha256,
+                "loaded_at": current.loaded_at,
+                "threshold": threshold,
+                "input_columns": RAW_COLUMNS,
+                "metadata": current.metadata,
+            }
+        )
 
-    @app.get("/lineage/{request_id}", tags=["audit"], response_class=Response,
-             summary="From a prediction to its model, metrics, data version, manifest entries, raw file and commit",
-             responses={200: {"description": "The lineage chain (as `python -m services.monitor lineage` prints it)"},
-                        404: {"model": schemas.ErrorBody, "description": "No prediction with this request_id"},
-                        422: {"model": schemas.ErrorBody, "description": "Not a request_id"},
-                        503: {"model": schemas.ErrorBody, "description": "A file on the audit trail is damaged"}})
+    @app.get(
+        "/lineage/{request_id}",
+        tags=["audit"],
+        response_class=Response,
+        summary="From a prediction to its model, metrics, data version, manifest entries, raw file and commit",
+        responses={
+            200: {"description": "The lineage chain (as `python -m services.monitor lineage` prints it)"},
+            404: {"model": schemas.ErrorBody, "description": "No prediction with this request_id"},
+            422: {"model": schemas.ErrorBody, "description": "Not a request_id"},
+            503: {"model": schemas.ErrorBody, "description": "A file on the audit trail is damaged"},
+        },
+    )
     async def lineage_route(request_id: str) -> Response:
         if not REQUEST_ID_RE.match(request_id):
             count("/lineage", 422)
-            return _json({"detail": f"request_id: {request_id[:80]!r} is not a request id (letters, digits, _.:- ; 1-128)",
-                          "errors": [{"field": "request_id", "reason": "invalid request id", "type": "value_error"}]}, 422)
+            return _json(
+                {
+                    "detail": f"request_id: {request_id[:80]!r} is not a request id (letters, digits, _.:- ; 1-128)",
+                    "errors": [{"field": "request_id", "reason": "invalid request id", "type": "value_error"}],
+                },
+                422,
+            )
         try:
             # The scan reads the logs: run it off the event loop so /predict never waits for it.
             text = await asyncio.to_thread(lineage_json, svc.paths, request_id)
@@ -273,8 +364,15 @@ def create_app(settings: Settings, *, instance_id: str | None = None) -> FastAPI
         count("/lineage", 200)
         return Response(text, media_type="application/json")
 
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}})
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format"}
+        },
+    )
     async def prometheus() -> Response:
         data, content_type = metrics.exposition()
         return Response(data, media_type=content_type)

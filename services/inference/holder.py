@@ -12,6 +12,7 @@ row, counts in the metrics and shows in /ready. An invalid config.yaml is logged
 service keeps serving. A failed pin is retried when the version's files change (e.g. it was pinned
 before the trainer finished writing it), not in a loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from services.inference.metrics import Metrics, RouteMetrics
+from services.inference.schemas import EXAMPLE_READING
 from shared import deploylog
 from shared.config import Settings, load_settings
 from shared.errors import ClockworkError, ConfigError
@@ -33,14 +36,12 @@ from shared.paths import Paths
 from shared.registry import Registry
 from shared.schemas import utc_now
 
-from services.inference.metrics import Metrics, RouteMetrics
-from services.inference.schemas import EXAMPLE_READING
-
 log = logging.getLogger(__name__)
 
 # A reading every model must answer with a probability in [0, 1] before it is served.
-PROBE = np.array([[TYPE_CODES[EXAMPLE_READING["type"]]] + [EXAMPLE_READING[c] for c in RAW_COLUMNS[1:]]] * 2,
-                 dtype=np.float32)
+PROBE = np.array(
+    [[TYPE_CODES[EXAMPLE_READING["type"]]] + [EXAMPLE_READING[c] for c in RAW_COLUMNS[1:]]] * 2, dtype=np.float32
+)
 
 
 @dataclass(eq=False)
@@ -85,8 +86,9 @@ def load_serving_model(paths: Paths, version: str) -> ServingModel:
         raise ClockworkError(f"model {version}: fails on a probe reading: {e}") from e
     if probs.shape != (len(PROBE),) or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.tolist()):
         raise ClockworkError(f"model {version}: probe answer {probs!r} is not {len(PROBE)} probabilities in [0, 1]")
-    served = ServingModel(version=version, model=model, metadata=metadata, onnx_sha256=metadata["onnx_sha256"],
-                          loaded_at=utc_now())
+    served = ServingModel(
+        version=version, model=model, metadata=metadata, onnx_sha256=metadata["onnx_sha256"], loaded_at=utc_now()
+    )
     row_probe = served.row
     row_probe[0, :] = PROBE[0]
     single = served.predict_row()
@@ -153,10 +155,21 @@ class ModelHolder:
             event = "start" if old is None else "swap"
             if old is not None:
                 self.metrics.swaps.inc()
-            log.info("%s: serving model %s (sha256 %s, data %s)%s", self.instance_id, version, new.onnx_sha256[:12],
-                     new.metadata.get("data_version"), f", was {old.version}" if old else "")
-            await self._log_row(event=event, version=version, previous=old.version if old else None,
-                                metadata=new.metadata, detail=f"{reason}; service commit {git_info()['commit']}")
+            log.info(
+                "%s: serving model %s (sha256 %s, data %s)%s",
+                self.instance_id,
+                version,
+                new.onnx_sha256[:12],
+                new.metadata.get("data_version"),
+                f", was {old.version}" if old else "",
+            )
+            await self._log_row(
+                event=event,
+                version=version,
+                previous=old.version if old else None,
+                metadata=new.metadata,
+                detail=f"{reason}; service commit {git_info()['commit']}",
+            )
             return True
 
     async def _failed(self, version: str, old: ServingModel | None, error: Exception, reason: str) -> None:
@@ -164,22 +177,40 @@ class ModelHolder:
         self.last_failure = {"time": utc_now(), "version": version, "error": message}
         self.failed_pin = (version, _files_signature(self.paths, version))
         self.metrics.swap_failures.inc()
-        log.error("%s: cannot serve model %s (%s); %s", self.instance_id, version, message,
-                  f"still serving {old.version}" if old else "no model is served")
+        log.error(
+            "%s: cannot serve model %s (%s); %s",
+            self.instance_id,
+            version,
+            message,
+            f"still serving {old.version}" if old else "no model is served",
+        )
         metadata = None
         try:
             metadata = Registry(paths=self.paths).metadata(version)
         except (ClockworkError, OSError, ValueError):
             pass
-        await self._log_row(event="swap_failed", version=version, previous=old.version if old else None,
-                            metadata=metadata, detail=f"{reason}: {message}")
+        await self._log_row(
+            event="swap_failed",
+            version=version,
+            previous=old.version if old else None,
+            metadata=metadata,
+            detail=f"{reason}: {message}",
+        )
 
-    async def _log_row(self, *, event: str, version: str, previous: str | None, metadata: dict | None,
-                       detail: str) -> None:
+    async def _log_row(
+        self, *, event: str, version: str, previous: str | None, metadata: dict | None, detail: str
+    ) -> None:
         try:
-            await asyncio.to_thread(deploylog.append_event, self.paths, event=event, version=version,
-                                    previous_version=previous, metadata=metadata, instance_id=self.instance_id,
-                                    detail=detail)
+            await asyncio.to_thread(
+                deploylog.append_event,
+                self.paths,
+                event=event,
+                version=version,
+                previous_version=previous,
+                metadata=metadata,
+                instance_id=self.instance_id,
+                detail=detail,
+            )
         except OSError as e:  # the log is evidence, but a full disk must not stop serving
             log.error("%s: cannot write %s row to %s: %s", self.instance_id, event, self.paths.deployment_log, e)
 
@@ -240,13 +271,22 @@ class ConfigWatcher:
         except ConfigError as e:
             self.holder.config_error = str(e)
             self.holder.metrics.config_errors.inc()
-            log.error("%s: config.yaml edit not applied: %s; keeping model %s", self.holder.instance_id, e, self._serving())
+            log.error(
+                "%s: config.yaml edit not applied: %s; keeping model %s", self.holder.instance_id, e, self._serving()
+            )
             return
         self.holder.config_error = None
-        changed = {k for k, v in settings.deployment.model_dump(exclude={"model_version"}).items() if self.deployment.get(k) != v}
+        changed = {
+            k
+            for k, v in settings.deployment.model_dump(exclude={"model_version"}).items()
+            if self.deployment.get(k) != v
+        }
         if changed:
-            log.warning("%s: config.yaml changed deployment.%s; only model_version is applied live, restart for the rest",
-                        self.holder.instance_id, ", deployment.".join(sorted(changed)))
+            log.warning(
+                "%s: config.yaml changed deployment.%s; only model_version is applied live, restart for the rest",
+                self.holder.instance_id,
+                ", deployment.".join(sorted(changed)),
+            )
         pin = settings.deployment.model_version
         current = self.holder.current
         if current is not None and current.version == pin:

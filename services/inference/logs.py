@@ -9,6 +9,7 @@ machine loses the last seconds, which the monitor tolerates).
 Lines carry the same fields as `shared.schemas.PredictionRecord.to_line()` / `FeedbackRecord.to_line()`
 (sorted keys, compact JSON), built with orjson because the pydantic round trip costs more than the model.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -17,11 +18,12 @@ import re
 import secrets
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 
+from shared.atomic import end_partial_line, write_all
 from shared.errors import ClockworkError
 
 INSTANCE_ENV = "CLOCKWORK_INSTANCE_ID"
@@ -53,7 +55,7 @@ class UtcClock:
         second = int(t)
         if second != self._second:
             self._second = second
-            self._prefix = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
         return f"{self._prefix}.{int((t - second) * 1_000_000):06d}Z"
 
 
@@ -82,25 +84,17 @@ class RecordLog:
             os.close(self.fd)
             raise ClockworkError(
                 f"{self.path} is held by another running instance: give each replica its own "
-                f"instance id ({INSTANCE_ENV})") from None
+                f"instance id ({INSTANCE_ENV})"
+            ) from None
         self._terminate_partial_line()
 
     def _terminate_partial_line(self) -> None:
         """A previous process that died mid-write may have left a line without its newline: end it."""
-        size = os.fstat(self.fd).st_size
-        if size:
-            with open(self.path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    self.write(b"\n")
+        end_partial_line(self.fd, self.path)
 
     def write(self, data: bytes) -> None:
-        """Append whole lines (data ends with a newline) in one write."""
-        n = os.write(self.fd, data)
-        if n != len(data):  # a short write on a regular file: disk full or a signal; finish it
-            view = memoryview(data)[n:]
-            while view:
-                view = view[os.write(self.fd, view):]
+        """Append whole lines (data ends with a newline); a short write is finished (shared.atomic.write_all)."""
+        write_all(self.fd, data)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -108,10 +102,21 @@ class RecordLog:
             self.fd = -1
 
 
-def prediction_line(*, time: str, request_id: str, model_version: str, inputs: dict, probability: float,
-                    label: int, threshold: float) -> bytes:
-    return orjson.dumps({"time": time, "request_id": request_id, "model_version": model_version, "inputs": inputs,
-                         "probability": probability, "label": label, "threshold": threshold}, option=LINE_OPTS)
+def prediction_line(
+    *, time: str, request_id: str, model_version: str, inputs: dict, probability: float, label: int, threshold: float
+) -> bytes:
+    return orjson.dumps(
+        {
+            "time": time,
+            "request_id": request_id,
+            "model_version": model_version,
+            "inputs": inputs,
+            "probability": probability,
+            "label": label,
+            "threshold": threshold,
+        },
+        option=LINE_OPTS,
+    )
 
 
 def feedback_line(*, time: str, request_id: str, label: int) -> bytes:

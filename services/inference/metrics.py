@@ -7,6 +7,7 @@ class) are plain integers kept by the event loop thread and turned into Promethe
 the ONNX call and row counts of the coalesced /predict path. The rare events (swaps, failed swaps,
 config errors) use prometheus_client's own counters.
 """
+
 from __future__ import annotations
 
 from bisect import bisect_left
@@ -40,7 +41,7 @@ class RouteMetrics:
 
 
 class _RequestCollector:
-    def __init__(self, metrics: "Metrics") -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def describe(self):
@@ -48,18 +49,26 @@ class _RequestCollector:
 
     def collect(self):
         m = self.metrics
-        requests = CounterMetricFamily("clockwork_inference_requests", "HTTP requests answered, by route, status and model version",
-                                       labels=["route", "status", "model_version"])
-        latency = HistogramMetricFamily("clockwork_inference_request_latency_seconds",
-                                        "Time spent in the route handler, answered (2xx) requests",
-                                        labels=["route", "model_version"])
-        predictions = CounterMetricFamily("clockwork_inference_predictions", "Predictions made, by model version and predicted class",
-                                          labels=["model_version", "prediction"])
+        requests = CounterMetricFamily(
+            "clockwork_inference_requests",
+            "HTTP requests answered, by route, status and model version",
+            labels=["route", "status", "model_version"],
+        )
+        latency = HistogramMetricFamily(
+            "clockwork_inference_request_latency_seconds",
+            "Time spent in the route handler, answered (2xx) requests",
+            labels=["route", "model_version"],
+        )
+        predictions = CounterMetricFamily(
+            "clockwork_inference_predictions",
+            "Predictions made, by model version and predicted class",
+            labels=["model_version", "prediction"],
+        )
         by_class: dict[str, list[int]] = {}
         for rm in list(m.routes.values()):
             requests.add_metric([rm.route, "200", rm.version], rm.ok)
             cumulative, out = 0, []
-            for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), rm.buckets):
+            for bound, n in zip((*map(str, LATENCY_BUCKETS), "+Inf"), rm.buckets, strict=False):
                 cumulative += n
                 out.append((bound, cumulative))
             latency.add_metric([rm.route, rm.version], out, rm.latency_sum)
@@ -75,8 +84,11 @@ class _RequestCollector:
         yield requests
         yield latency
         yield predictions
-        yield CounterMetricFamily("clockwork_inference_onnx_runs", "ONNX calls made for single-row /predict requests "
-                                  "(rows of requests waiting together run as one call)", value=m.onnx_runs)
+        yield CounterMetricFamily(
+            "clockwork_inference_onnx_runs",
+            "ONNX calls made for single-row /predict requests (rows of requests waiting together run as one call)",
+            value=m.onnx_runs,
+        )
         yield CounterMetricFamily("clockwork_inference_onnx_rows", "Rows predicted by those calls", value=m.onnx_rows)
 
 
@@ -87,15 +99,21 @@ class Metrics:
         self.routes: dict[tuple[str, str], RouteMetrics] = {}
         self.other_statuses: dict[tuple[str, int, str], int] = {}
         r.register(_RequestCollector(self))
-        self.swap_failures = Counter("clockwork_inference_swap_failures", "Model loads that failed (old model kept serving)",
-                                     registry=r)
+        self.swap_failures = Counter(
+            "clockwork_inference_swap_failures", "Model loads that failed (old model kept serving)", registry=r
+        )
         self.swaps = Counter("clockwork_inference_swaps", "Successful model swaps", registry=r)
-        self.config_errors = Counter("clockwork_inference_config_errors", "config.yaml edits that did not validate",
-                                     registry=r)
+        self.config_errors = Counter(
+            "clockwork_inference_config_errors", "config.yaml edits that did not validate", registry=r
+        )
         self.onnx_runs = 0  # ONNX calls for single-row /predict requests (exposed by the collector)
         self.onnx_rows = 0  # rows those calls predicted
-        self.serving = Gauge("clockwork_inference_serving_model", "1 for the model version being served",
-                             ["model_version", "onnx_sha256"], registry=r)
+        self.serving = Gauge(
+            "clockwork_inference_serving_model",
+            "1 for the model version being served",
+            ["model_version", "onnx_sha256"],
+            registry=r,
+        )
         self.ready = Gauge("clockwork_inference_ready", "1 when a checked model is loaded", registry=r)
 
     def route(self, route: str, version: str) -> RouteMetrics:

@@ -15,6 +15,7 @@ request runs its own one-row call inline), for comparison in the benchmark.
 Rows are grouped by the ServingModel each request read from the holder, so a swap in between never
 mixes versions: every response and every record names the model that computed it.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -28,8 +29,17 @@ from services.inference.metrics import Metrics
 
 
 class Predictor:
-    def __init__(self, *, threshold: float, ids: RequestIds, clock: UtcClock, metrics: Metrics,
-                 coalesce: bool = True, max_rows: int = 256, max_open_iterations: int = 3) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: float,
+        ids: RequestIds,
+        clock: UtcClock,
+        metrics: Metrics,
+        coalesce: bool = True,
+        max_rows: int = 256,
+        max_open_iterations: int = 3,
+    ) -> None:
         self.coalesce = coalesce  # False: every request runs its own one-row call at once (for comparison)
         self.max_rows = max_rows  # a batch this large runs at once
         self.max_open_iterations = max_open_iterations  # loop iterations a batch stays open while it grows
@@ -87,12 +97,24 @@ class Predictor:
         now = self.clock.now()
         version, threshold, next_id, dumps = model.version, self.threshold, self.ids.next, orjson.dumps
         lines, results, positives = [], [], 0
-        for values, p in zip(inputs, probabilities):
+        for values, p in zip(inputs, probabilities, strict=False):
             label = 1 if p >= threshold else 0
             positives += label
             request_id = next_id()
-            lines.append(dumps({"time": now, "request_id": request_id, "model_version": version, "inputs": values,
-                                "probability": p, "label": label, "threshold": threshold}, option=LINE_OPTS))
+            lines.append(
+                dumps(
+                    {
+                        "time": now,
+                        "request_id": request_id,
+                        "model_version": version,
+                        "inputs": values,
+                        "probability": p,
+                        "label": label,
+                        "threshold": threshold,
+                    },
+                    option=LINE_OPTS,
+                )
+            )
             results.append((request_id, p, label))
         self.log.write(b"".join(lines) if len(lines) > 1 else lines[0])
         route.predicted[1] += positives
@@ -115,6 +137,6 @@ class Predictor:
         metrics = self.metrics
         metrics.onnx_runs += 1
         metrics.onnx_rows += len(items)
-        for item, result in zip(items, results):
+        for item, result in zip(items, results, strict=False):
             if not item[3].done():  # a request whose client went away was cancelled
                 item[3].set_result(result)

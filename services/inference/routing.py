@@ -5,9 +5,11 @@ model serialisation, no per-request exit stacks. The body is validated inside th
 same pydantic model the OpenAPI schema documents (passed as `body_schema`). Used for the hot routes
 of the service and, so that the comparison is fair, by the validation-only baseline in bench/.
 """
+
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi.routing import APIRoute
 from starlette.requests import Request

@@ -5,6 +5,7 @@ Numbers are strict (no strings, no booleans), finite (NaN and Infinity, JSON lit
 refused) and inside the physical ranges of `deployment.input_ranges`; the product type is L, M or H.
 The reading model is built per app from the configured ranges, so the OpenAPI schema documents them.
 """
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -36,22 +37,27 @@ def reading_model(input_ranges: dict[str, tuple[float, float]]) -> type[BaseMode
     fields: dict[str, Any] = {
         "type": (
             Literal["L", "M", "H"],
-            Field(validation_alias=AliasChoices("type", FIELD_ALIASES["type"]),
-                  description=f"Product quality variant, one of {sorted(TYPE_CODES)} (also accepted as 'Type')."),
+            Field(
+                validation_alias=AliasChoices("type", FIELD_ALIASES["type"]),
+                description=f"Product quality variant, one of {sorted(TYPE_CODES)} (also accepted as 'Type').",
+            ),
         )
     }
     for name in NUMERIC_FEATURES:
         low, high = input_ranges[name]
         fields[name] = (
             float,
-            Field(strict=True, ge=low, le=high,
-                  validation_alias=AliasChoices(name, FIELD_ALIASES[name]),
-                  description=f"{UNITS[name]}, between {low:g} and {high:g} (also accepted as '{FIELD_ALIASES[name]}')."),
+            Field(
+                strict=True,
+                ge=low,
+                le=high,
+                validation_alias=AliasChoices(name, FIELD_ALIASES[name]),
+                description=f"{UNITS[name]}, between {low:g} and {high:g} (also accepted as '{FIELD_ALIASES[name]}').",
+            ),
         )
     return create_model(
         "Reading",
-        __config__=ConfigDict(extra="forbid", allow_inf_nan=False,
-                              json_schema_extra={"examples": [EXAMPLE_READING]}),
+        __config__=ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE_READING]}),
         __doc__="One sensor reading of a machine.",
         **fields,
     )
@@ -69,7 +75,9 @@ def batch_model(reading: type[BaseModel], max_rows: int) -> type[BaseModel]:
 class Feedback(BaseModel):
     """The true outcome for an earlier prediction, arriving later."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"request_id": "3f9a0c1e2b7d4a65-0000001", "label": 1}]})
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"request_id": "3f9a0c1e2b7d4a65-0000001", "label": 1}]}
+    )
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="request_id of the prediction this label is for")
     label: int = Field(strict=True, ge=0, le=1, description="1 if the machine failed, else 0")
 
@@ -184,8 +192,11 @@ def explain(e: ValidationError) -> BadRequest:
     """A pydantic error -> 400 (not JSON) or 422 (JSON, wrong content) naming every field and reason."""
     errs = e.errors(include_url=False)
     if errs and errs[0]["type"] == "json_invalid":
-        return BadRequest(400, f"malformed JSON: {errs[0]['msg'].removeprefix('Invalid JSON: ')}",
-                          [{"field": "(body)", "reason": errs[0]["msg"], "type": "json_invalid"}])
+        return BadRequest(
+            400,
+            f"malformed JSON: {errs[0]['msg'].removeprefix('Invalid JSON: ')}",
+            [{"field": "(body)", "reason": errs[0]["msg"], "type": "json_invalid"}],
+        )
     items = [{"field": _field_name(err["loc"]), "reason": _reason(err), "type": err["type"]} for err in errs]
     if items and items[0]["field"] == "(body)" and errs[0]["type"] in ("model_type", "model_attributes_type"):
         items[0]["reason"] = "the body must be a JSON object"

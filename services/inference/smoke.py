@@ -1,12 +1,13 @@
 """Smoke tests against a running inference API: exit code 0 if all three pass, 1 otherwise.
 
-    python -m services.inference.smoke --url http://127.0.0.1:8000
+  python -m services.inference.smoke --url http://127.0.0.1:8000
 
-  1. status code      POST /predict with a valid reading answers 200 (and GET /ready answers 200)
-  2. response structure  the answer has request_id, model_version, failure_probability, prediction, threshold
-  3. prediction types    probability a float in [0, 1], prediction 0 or 1 and equal to (probability >= threshold),
-                         model_version like v3, request_id a non-empty string
+1. status code      POST /predict with a valid reading answers 200 (and GET /ready answers 200)
+2. response structure  the answer has request_id, model_version, failure_probability, prediction, threshold
+3. prediction types    probability a float in [0, 1], prediction 0 or 1 and equal to (probability >= threshold),
+                       model_version like v3, request_id a non-empty string
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,7 +15,7 @@ import logging
 import math
 import re
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import requests
 
@@ -89,8 +90,11 @@ class Smoke:
         return f"{a['model_version']}: probability {p:.4f} -> prediction {label} at threshold {threshold}"
 
     def tests(self) -> list[tuple[str, Callable[[], str]]]:
-        return [("status code", self.test_status_code), ("response structure", self.test_response_structure),
-                ("prediction types", self.test_prediction_types)]
+        return [
+            ("status code", self.test_status_code),
+            ("response structure", self.test_response_structure),
+            ("prediction types", self.test_prediction_types),
+        ]
 
 
 def run(url: str, *, timeout: float = 10.0) -> bool:
@@ -111,7 +115,9 @@ def run(url: str, *, timeout: float = 10.0) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.inference.smoke", description="Smoke-test a running inference API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.inference.smoke", description="Smoke-test a running inference API."
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the API")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 python -m services.monitor replay --dataset natural|<recipe>|PATH [--rate R] [--limit N] [--url URL] [--feedback-delay S]
 python -m services.monitor lineage <request_id>
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,22 +21,39 @@ log = logging.getLogger("services.monitor")
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=argparse.SUPPRESS, help="config.yaml path (default: $CLOCKWORK_CONFIG or ./config.yaml)")
-    parser = argparse.ArgumentParser(prog="python -m services.monitor", parents=[common],
-                                     description="Monitor production: labels joined to predictions, error and drift vs training, "
-                                                 "reports, retrain trigger. Also: replay day-2 traffic, lineage of a prediction.")
-    parser.add_argument("--once", action="store_true", help="run one cycle and exit (default: every monitoring.interval_s)")
+    common.add_argument(
+        "--config", default=argparse.SUPPRESS, help="config.yaml path (default: $CLOCKWORK_CONFIG or ./config.yaml)"
+    )
+    parser = argparse.ArgumentParser(
+        prog="python -m services.monitor",
+        parents=[common],
+        description="Monitor production: labels joined to predictions, error and drift vs training, "
+        "reports, retrain trigger. Also: replay day-2 traffic, lineage of a prediction.",
+    )
+    parser.add_argument(
+        "--once", action="store_true", help="run one cycle and exit (default: every monitoring.interval_s)"
+    )
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", parents=[common], help="the monitoring loop (the default command)")
     run.add_argument("--once", action="store_true", default=argparse.SUPPRESS, help="run one cycle and exit")
-    rp = sub.add_parser("replay", parents=[common], help="send a day-2 data set through the inference API, labels later")
-    rp.add_argument("--dataset", required=True, help="natural, a drift recipe name from config.yaml, or a CSV path in the manifest")
+    rp = sub.add_parser(
+        "replay", parents=[common], help="send a day-2 data set through the inference API, labels later"
+    )
+    rp.add_argument(
+        "--dataset", required=True, help="natural, a drift recipe name from config.yaml, or a CSV path in the manifest"
+    )
     rp.add_argument("--rate", type=float, help="requests per second (default: monitoring.replay.rate_per_s)")
     rp.add_argument("--limit", type=int, help="send only the first N rows")
     rp.add_argument("--url", help="inference base URL (default: monitoring.replay.url)")
-    rp.add_argument("--feedback-delay", type=float, help="seconds before each label is posted (default: monitoring.replay.feedback_delay_s)")
+    rp.add_argument(
+        "--feedback-delay",
+        type=float,
+        help="seconds before each label is posted (default: monitoring.replay.feedback_delay_s)",
+    )
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ln = sub.add_parser("lineage", parents=[common], help="prediction -> model -> data version -> raw file -> commit, as JSON")
+    ln = sub.add_parser(
+        "lineage", parents=[common], help="prediction -> model -> data version -> raw file -> commit, as JSON"
+    )
     ln.add_argument("request_id")
     return parser
 
@@ -51,8 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         if command == "replay":
             from services.monitor.replay import replay
 
-            result = replay(settings=settings, dataset=args.dataset, rate=args.rate, limit=args.limit, url=args.url,
-                            feedback_delay=args.feedback_delay, progress=not args.no_progress)
+            result = replay(
+                settings=settings,
+                dataset=args.dataset,
+                rate=args.rate,
+                limit=args.limit,
+                url=args.url,
+                feedback_delay=args.feedback_delay,
+                progress=not args.no_progress,
+            )
             log.info("replay summary: %s", json.dumps(result.summary()))
             return 0 if result.predict_errors == 0 and result.feedback_errors == 0 else 1
         if command == "lineage":

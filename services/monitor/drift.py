@@ -10,6 +10,7 @@ the effect must be large enough to matter and the sample large enough to be sure
 is flagged when the chi-square p-value < thresholds.chi2_pvalue. Nothing is flagged below
 `min_samples` production rows.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,9 @@ def binned_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return counts / max(len(values), 1)
 
 
-def psi(reference: np.ndarray, production: np.ndarray, bins: int = PSI_BINS) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+def psi(
+    reference: np.ndarray, production: np.ndarray, bins: int = PSI_BINS
+) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
     """(PSI, edges, reference shares, production shares) with bins from the reference's quantiles."""
     edges = quantile_edges(reference, bins)
     ref = binned_shares(reference, edges)
@@ -62,14 +65,24 @@ def numeric_drift(reference: np.ndarray, production: np.ndarray, *, thresholds: 
         "test": "ks_2samp",
         "statistic": _num(ks.statistic),
         "p_value": _num(ks.pvalue),
-        "effect_size": {"psi": _num(value), "ks_d": _num(ks.statistic),
-                        "mean_shift": _num(mean_shift), "mean_shift_in_sd": _num(mean_shift / ref_std if ref_std else float("nan"))},
+        "effect_size": {
+            "psi": _num(value),
+            "ks_d": _num(ks.statistic),
+            "mean_shift": _num(mean_shift),
+            "mean_shift_in_sd": _num(mean_shift / ref_std if ref_std else float("nan")),
+        },
         "n_reference": int(len(reference)),
         "n_production": int(len(production)),
         "reference": {"mean": _num(reference.mean()), "std": _num(ref_std)},
-        "production": {"mean": _num(production.mean()), "std": _num(production.std(ddof=1) if len(production) > 1 else float("nan"))},
-        "bins": {"edges": [_num(e) for e in edges], "reference_share": [_num(x) for x in ref_shares],
-                 "production_share": [_num(x) for x in prod_shares]},
+        "production": {
+            "mean": _num(production.mean()),
+            "std": _num(production.std(ddof=1) if len(production) > 1 else float("nan")),
+        },
+        "bins": {
+            "edges": [_num(e) for e in edges],
+            "reference_share": [_num(x) for x in ref_shares],
+            "production_share": [_num(x) for x in prod_shares],
+        },
         "thresholds": {"psi": thresholds.psi, "ks_pvalue": thresholds.ks_pvalue},
         "flagged": flagged,
     }
@@ -104,12 +117,20 @@ def categorical_drift(reference: pd.Series, production: pd.Series, *, thresholds
     }
 
 
-def drift_report(reference: pd.DataFrame, production: pd.DataFrame, *, thresholds: Thresholds, min_samples: int) -> dict:
+def drift_report(
+    reference: pd.DataFrame, production: pd.DataFrame, *, thresholds: Thresholds, min_samples: int
+) -> dict:
     """Every feature's test, effect size and sample sizes; `flagged` lists the drifted features."""
     n_prod = len(production)
     if n_prod < min_samples:
-        return {"status": "insufficient_data", "n_reference": len(reference), "n_production": n_prod,
-                "min_samples": min_samples, "features": {}, "flagged": []}
+        return {
+            "status": "insufficient_data",
+            "n_reference": len(reference),
+            "n_production": n_prod,
+            "min_samples": min_samples,
+            "features": {},
+            "flagged": [],
+        }
     features = {"type": categorical_drift(reference["type"], production["type"], thresholds=thresholds)}
     for col in NUMERIC_FEATURES:
         features[col] = numeric_drift(reference[col].to_numpy(), production[col].to_numpy(), thresholds=thresholds)

@@ -9,22 +9,24 @@ A crash after 1 and before 2 leaves bytes beyond the committed length: `recover_
 on the next start, and the same lines are read again from the old offsets and joined the same way.
 A crash before 1 or after 2 needs nothing. So no record is lost and none is counted twice.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
 from services.monitor.reader import Chunk, LogDir
 from services.monitor.state import MonitorState, save_state
-from shared.errors import IntegrityError
+from shared.atomic import append_bytes
+from shared.errors import IntegrityError, explain
 from shared.features import NUMERIC_FEATURES, TYPE_CODES
 from shared.labelled import labelled_file
 from shared.paths import Paths
-from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord, explain
+from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ class StepCounts:
     # The first MAX_MALFORMED_LISTED malformed lines: {"file", "line", "offset", "reason"}.
     malformed_lines: list[dict] = field(default_factory=list)
 
-    def add(self, other: "StepCounts") -> None:
+    def add(self, other: StepCounts) -> None:
         self.predictions += other.predictions
         self.feedback += other.feedback
         self.labelled += other.labelled
@@ -75,16 +77,27 @@ def recover_labelled(paths: Paths, state: MonitorState) -> int:
             f.truncate(committed)
             f.flush()
             os.fsync(f.fileno())
-        log.warning("dropped %d uncommitted bytes from %s (an interrupted cycle); their records are read again",
-                    size - committed, path)
+        log.warning(
+            "dropped %d uncommitted bytes from %s (an interrupted cycle); their records are read again",
+            size - committed,
+            path,
+        )
     return size - committed
 
 
 class Ingestor:
     """Reads the logs from the state's offsets and keeps the state and the labelled file in step."""
 
-    def __init__(self, *, paths: Paths, window_size: int, drift_window: int, batch_bytes: int = BATCH_BYTES,
-                 max_pending: int = MAX_PENDING, max_orphans: int = MAX_ORPHANS) -> None:
+    def __init__(
+        self,
+        *,
+        paths: Paths,
+        window_size: int,
+        drift_window: int,
+        batch_bytes: int = BATCH_BYTES,
+        max_pending: int = MAX_PENDING,
+        max_orphans: int = MAX_ORPHANS,
+    ) -> None:
         self.max_pending = max_pending
         self.max_orphans = max_orphans
         self.paths = paths
@@ -128,15 +141,18 @@ class Ingestor:
             last_time = None
             for i, (line, end) in enumerate(chunk.positions()):
                 if line.strip():
-                    last_time = self._prediction(state, line, (chunk, i, end - len(line) - 1), counts, joined) or last_time
+                    last_time = (
+                        self._prediction(state, line, (chunk, i, end - len(line) - 1), counts, joined) or last_time
+                    )
             new_offsets[chunk.key] = chunk.end
             if chunk.end < _size(chunk.path):  # this file is still behind: labels must wait for it
-                watermark = min(watermark, _parse_time(last_time) if last_time else _EARLIEST)
+                watermark = min(watermark, parse_utc(last_time) if last_time else _EARLIEST)
         for chunk in fb_chunks:
             reached = chunk.start
             for i, (line, end) in enumerate(chunk.positions()):
-                if line.strip() and not self._feedback(state, line, (chunk, i, end - len(line) - 1), counts, joined,
-                                                       watermark=watermark):
+                if line.strip() and not self._feedback(
+                    state, line, (chunk, i, end - len(line) - 1), counts, joined, watermark=watermark
+                ):
                     break
                 reached = end
             if reached != chunk.start:
@@ -154,13 +170,14 @@ class Ingestor:
         return counts, True
 
     # --- joining ---------------------------------------------------------------------------
-    def _prediction(self, state: MonitorState, line: bytes, where: tuple[Chunk, int, int], counts: StepCounts,
-                    joined: list) -> str | None:
+    def _prediction(
+        self, state: MonitorState, line: bytes, where: tuple[Chunk, int, int], counts: StepCounts, joined: list
+    ) -> str | None:
         """Take one prediction line (`where`: its chunk, index in it and byte offset); returns its time (None if malformed)."""
         try:
             rec = PredictionRecord.model_validate_json(line)
             row = compact_prediction(rec)
-            _parse_time(rec.time)
+            parse_utc(rec.time)
         except (ValidationError, ValueError, KeyError, TypeError) as e:
             self._malformed(where, line, e, counts)
             return None
@@ -174,13 +191,21 @@ class Ingestor:
             state.pending[rec.request_id] = row
         return rec.time
 
-    def _feedback(self, state: MonitorState, line: bytes, where: tuple[Chunk, int, int], counts: StepCounts, joined: list, *,
-                  watermark: datetime) -> bool:
+    def _feedback(
+        self,
+        state: MonitorState,
+        line: bytes,
+        where: tuple[Chunk, int, int],
+        counts: StepCounts,
+        joined: list,
+        *,
+        watermark: datetime,
+    ) -> bool:
         """Take one label line; False (not taken) if it is newer than the prediction watermark."""
         chunk = where[0]
         try:
             rec = FeedbackRecord.model_validate_json(line)
-            when = _parse_time(rec.time)
+            when = parse_utc(rec.time)
         except (ValidationError, ValueError) as e:
             self._malformed(where, line, e, counts)
             return True
@@ -192,7 +217,9 @@ class Ingestor:
             joined.append(self._join(state, rec.request_id, row, [rec.time, rec.label]))
         elif rec.request_id in state.orphans:
             state.bump("duplicate_feedback")
-            log.warning("second label for request_id %s in %s ignored (the first one counts)", rec.request_id, chunk.path)
+            log.warning(
+                "second label for request_id %s in %s ignored (the first one counts)", rec.request_id, chunk.path
+            )
         else:
             state.orphans[rec.request_id] = [rec.time, rec.label]
         return True
@@ -207,8 +234,15 @@ class Ingestor:
         rel = _rel(self.paths, chunk.path)
         if len(counts.malformed_lines) < MAX_MALFORMED_LISTED:
             counts.malformed_lines.append({"file": rel, "line": line_no, "offset": offset, "reason": reason[:300]})
-        log.warning("%s:%d (byte %d): malformed %s record skipped: %s: %r", chunk.path, line_no, offset,
-                    chunk.key.split("/", 1)[0].rstrip("s"), reason[:300], line[:120])
+        log.warning(
+            "%s:%d (byte %d): malformed %s record skipped: %s: %r",
+            chunk.path,
+            line_no,
+            offset,
+            chunk.key.split("/", 1)[0].rstrip("s"),
+            reason[:300],
+            line[:120],
+        )
 
     def _first_line(self, chunk: Chunk) -> int:
         """The line number of the chunk's first line (newlines before chunk.start, counted once per chunk)."""
@@ -220,10 +254,21 @@ class Ingestor:
     def _join(self, state: MonitorState, request_id: str, row: list, label: list) -> LabelledRecord:
         time, version, ptype, air, proc, speed, torque, wear, prob, served = row
         fb_time, y = label
-        rec = LabelledRecord(time=time, request_id=request_id, model_version=version, type=ptype,
-                             air_temperature_k=air, process_temperature_k=proc, rotational_speed_rpm=speed,
-                             torque_nm=torque, tool_wear_min=wear, machine_failure=y, probability=prob,
-                             predicted=served, feedback_time=fb_time)
+        rec = LabelledRecord(
+            time=time,
+            request_id=request_id,
+            model_version=version,
+            type=ptype,
+            air_temperature_k=air,
+            process_temperature_k=proc,
+            rotational_speed_rpm=speed,
+            torque_nm=torque,
+            tool_wear_min=wear,
+            machine_failure=y,
+            probability=prob,
+            predicted=served,
+            feedback_time=fb_time,
+        )
         state.windows.setdefault(version, []).append([time, int(y), int(served), float(prob)])
         c = state.version_counts(version)
         c["labelled"] += 1
@@ -239,7 +284,10 @@ class Ingestor:
             if len(rows) > self.window_size:
                 rows.sort(key=lambda r: r[0])
                 del rows[: len(rows) - self.window_size]
-        for name, table, cap in (("expired_pending", state.pending, self.max_pending), ("expired_orphans", state.orphans, self.max_orphans)):
+        for name, table, cap in (
+            ("expired_pending", state.pending, self.max_pending),
+            ("expired_orphans", state.orphans, self.max_orphans),
+        ):
             excess = len(table) - cap
             if excess > 0:
                 for key in list(table)[:excess]:
@@ -251,17 +299,7 @@ class Ingestor:
         if not joined:
             return
         data = "".join(r.to_line() + "\n" for r in joined).encode("utf-8")
-        path = labelled_file(self.paths)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_bytes(self.paths.labelled_file, data)
         state.labelled = {"bytes": state.labelled["bytes"] + len(data), "rows": state.labelled["rows"] + len(joined)}
 
 
@@ -275,15 +313,8 @@ def compact_prediction(rec: PredictionRecord) -> list:
     return [rec.time, rec.model_version, ptype, *values, float(rec.probability), int(rec.label)]
 
 
-
-
-_LATEST = datetime.max.replace(tzinfo=timezone.utc)
-_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
-
-
-def _parse_time(value: str) -> datetime:
-    t = datetime.fromisoformat(value)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
 def _size(path) -> int:

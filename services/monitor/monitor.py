@@ -9,6 +9,7 @@ A cycle (under an exclusive lock: one monitor per volume):
 5. save the state (history, last trigger).
 `run_loop` repeats cycles every `monitoring.interval_s` until SIGTERM/SIGINT.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -16,9 +17,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import redis
@@ -32,8 +33,8 @@ from services.monitor.trigger import Trigger
 from shared.config import Settings
 from shared.datastore import DataStore
 from shared.errors import ClockworkError, MonitorBusyError
-from shared.gate import pinned_version
 from shared.features import NUMERIC_FEATURES, RAW_COLUMNS
+from shared.gate import pinned_version
 from shared.paths import Paths, version_number
 from shared.registry import Registry
 from shared.schemas import utc_now
@@ -53,7 +54,9 @@ def monitor_lock(paths: Paths) -> Iterator[None]:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise MonitorBusyError(f"another monitor is running on {paths.monitor_state} (lock {lock_path} is held)") from None
+            raise MonitorBusyError(
+                f"another monitor is running on {paths.monitor_state} (lock {lock_path} is held)"
+            ) from None
         try:
             yield
         finally:
@@ -66,8 +69,13 @@ class Monitor:
         self.paths = paths or Paths.from_settings(settings)
         mon = settings.monitoring
         self.drift_window = max(mon.window_size, mon.drift_min_samples)
-        self.ingestor = Ingestor(paths=self.paths, window_size=mon.window_size, drift_window=self.drift_window,
-                                 max_pending=mon.max_pending, max_orphans=mon.max_orphans)
+        self.ingestor = Ingestor(
+            paths=self.paths,
+            window_size=mon.window_size,
+            drift_window=self.drift_window,
+            max_pending=mon.max_pending,
+            max_orphans=mon.max_orphans,
+        )
         self.trigger = Trigger(settings=settings, redis_client=redis_client)
         self.registry = Registry(paths=self.paths)
         self.store = DataStore(paths=self.paths)
@@ -85,9 +93,15 @@ class Monitor:
             read_s = time.perf_counter() - t0
             report, reference, production = self.measure(state)
             report["ingest"] = {
-                "new_predictions": counts.predictions, "new_feedback": counts.feedback, "new_labelled": counts.labelled,
-                "malformed": counts.malformed, "malformed_lines": counts.malformed_lines, "pending_predictions": len(state.pending), "orphan_labels": len(state.orphans),
-                "labelled_total": state.labelled["rows"], "read_seconds": round(read_s, 3),
+                "new_predictions": counts.predictions,
+                "new_feedback": counts.feedback,
+                "new_labelled": counts.labelled,
+                "malformed": counts.malformed,
+                "malformed_lines": counts.malformed_lines,
+                "pending_predictions": len(state.pending),
+                "orphan_labels": len(state.orphans),
+                "labelled_total": state.labelled["rows"],
+                "read_seconds": round(read_s, 3),
                 "unread_bytes": self.ingestor.backlog_bytes(state),
             }
             quiet = quiet_reports and counts.lines == 0
@@ -96,8 +110,13 @@ class Monitor:
             if not quiet:
                 report["trigger"] = {"status": "pending"}
                 report_mod.write_json(self.paths, report, json_path)
-            result = self.trigger.consider(fired=report["fired"], evidence=self.evidence(report), reason=self.reason(report),
-                                           serving_version=report["serving_version"], state_last=state.last_trigger)
+            result = self.trigger.consider(
+                fired=report["fired"],
+                evidence=self.evidence(report),
+                reason=self.reason(report),
+                serving_version=report["serving_version"],
+                state_last=state.last_trigger,
+            )
             record = result.pop("record", None)
             if record:
                 state.last_trigger = record
@@ -109,14 +128,24 @@ class Monitor:
                 report_mod.write_json(self.paths, report, json_path)
                 state.history.append(history_entry(report))
                 del state.history[:-HISTORY_LEN]
-                report_mod.write_html(self.paths, report, html_path, history=state.history, reference=reference, production=production)
+                report_mod.write_html(
+                    self.paths, report, html_path, history=state.history, reference=reference, production=production
+                )
                 report_mod.prune(self.paths, keep=self.settings.monitoring.keep_reports)
             state.cycles += 1
             state.updated_at = report["created_at"]
             save_state(self.paths.monitor_state, state)
-            log.info("cycle %d: %d prediction(s), %d label(s), %d joined; serving %s; fired %s; trigger %s; report %s",
-                     state.cycles, counts.predictions, counts.feedback, counts.labelled, report["serving_version"],
-                     report["fired"] or "nothing", result["status"], report["paths"]["html"] or report["paths"]["json"])
+            log.info(
+                "cycle %d: %d prediction(s), %d label(s), %d joined; serving %s; fired %s; trigger %s; report %s",
+                state.cycles,
+                counts.predictions,
+                counts.feedback,
+                counts.labelled,
+                report["serving_version"],
+                report["fired"] or "nothing",
+                result["status"],
+                report["paths"]["html"] or report["paths"]["json"],
+            )
             return report
 
     def measure(self, state: MonitorState) -> tuple[dict, pd.DataFrame | None, pd.DataFrame | None]:
@@ -127,20 +156,38 @@ class Monitor:
         for version in sorted(set(state.windows) | set(state.counts), key=_version_key):
             pending = sum(1 for row in state.pending.values() if row[1] == version)
             performance[version] = version_performance(
-                version=version, rows=state.windows.get(version, []), counts=state.counts.get(version, {}),
-                pending=pending, training=self.training_metrics(version), settings=self.settings)
+                version=version,
+                rows=state.windows.get(version, []),
+                counts=state.counts.get(version, {}),
+                pending=pending,
+                training=self.training_metrics(version),
+                settings=self.settings,
+            )
         production = inputs_frame(state.recent_inputs)
         reference, ref_info = self.reference(serving)
         if reference is None:
-            drift = {"status": "no_reference", "reason": ref_info.get("error"), "features": {}, "flagged": [],
-                     "n_reference": 0, "n_production": len(production)}
+            drift = {
+                "status": "no_reference",
+                "reason": ref_info.get("error"),
+                "features": {},
+                "flagged": [],
+                "n_reference": 0,
+                "n_production": len(production),
+            }
         else:
-            drift = drift_report(reference, production, thresholds=self.settings.monitoring.thresholds,
-                                 min_samples=self.settings.monitoring.drift_min_samples)
+            drift = drift_report(
+                reference,
+                production,
+                thresholds=self.settings.monitoring.thresholds,
+                min_samples=self.settings.monitoring.drift_min_samples,
+            )
         drift["reference"] = ref_info
-        drift["window"] = {"rows": len(production), "size": self.drift_window,
-                           "first_time": production["time"].min() if len(production) else None,
-                           "last_time": production["time"].max() if len(production) else None}
+        drift["window"] = {
+            "rows": len(production),
+            "size": self.drift_window,
+            "first_time": production["time"].min() if len(production) else None,
+            "last_time": production["time"].max() if len(production) else None,
+        }
         checks = []
         serving_perf = performance.get(serving)
         if serving_perf:
@@ -148,9 +195,20 @@ class Monitor:
                 checks.append({"name": f"performance:{name}", "version": serving, **c})
         for name, f in drift["features"].items():
             eff = f["effect_size"]
-            checks.append({"name": f"drift:{name}", "version": serving, "fired": f["flagged"], "test": f["test"],
-                           "statistic": f["statistic"], "p_value": f["p_value"], "effect_size": eff,
-                           "n_reference": f["n_reference"], "n_production": f["n_production"], "thresholds": f["thresholds"]})
+            checks.append(
+                {
+                    "name": f"drift:{name}",
+                    "version": serving,
+                    "fired": f["flagged"],
+                    "test": f["test"],
+                    "statistic": f["statistic"],
+                    "p_value": f["p_value"],
+                    "effect_size": eff,
+                    "n_reference": f["n_reference"],
+                    "n_production": f["n_production"],
+                    "thresholds": f["thresholds"],
+                }
+            )
         report = {
             "report_format": 1,
             "created_at": now,
@@ -161,11 +219,13 @@ class Monitor:
             "drift": drift,
             "checks": checks,
             "fired": [c["name"] for c in checks if c["fired"]],
-            "settings": {"window_size": self.settings.monitoring.window_size,
-                         "min_labelled": self.settings.monitoring.min_labelled,
-                         "drift_min_samples": self.settings.monitoring.drift_min_samples,
-                         "thresholds": self.settings.monitoring.thresholds.model_dump(),
-                         "cooldown_s": self.settings.monitoring.cooldown_s},
+            "settings": {
+                "window_size": self.settings.monitoring.window_size,
+                "min_labelled": self.settings.monitoring.min_labelled,
+                "drift_min_samples": self.settings.monitoring.drift_min_samples,
+                "thresholds": self.settings.monitoring.thresholds.model_dump(),
+                "cooldown_s": self.settings.monitoring.cooldown_s,
+            },
         }
         return report, reference, production
 
@@ -223,7 +283,9 @@ class Monitor:
             if not c["fired"]:
                 continue
             if c["name"].startswith("performance:"):
-                parts.append(f"{c['metric']} {c['production']:.3f} vs training {c['training']:.3f} (limit {c['limit']:.3f})")
+                parts.append(
+                    f"{c['metric']} {c['production']:.3f} vs training {c['training']:.3f} (limit {c['limit']:.3f})"
+                )
             else:
                 eff = c["effect_size"]
                 size = f"PSI {eff['psi']:.3f}" if "psi" in eff else f"Cramer's V {eff['cramers_v']:.3f}"
@@ -239,8 +301,11 @@ class Monitor:
             "checks": [c for c in report["checks"] if c["fired"]],
             "report": report["paths"]["json"],
             "report_html": report["paths"]["html"],
-            "window": {"labelled": perf.get("window"), "drift": report["drift"].get("window"),
-                       "reference": {k: v for k, v in report["drift"]["reference"].items() if k != "error"}},
+            "window": {
+                "labelled": perf.get("window"),
+                "drift": report["drift"].get("window"),
+                "reference": {k: v for k, v in report["drift"]["reference"].items() if k != "error"},
+            },
             "created_at": report["created_at"],
         }
 
@@ -259,13 +324,22 @@ def history_entry(report: dict) -> dict:
     """One line of metrics over time: per version F1 / error rate, per feature drift effect size."""
     drift = {}
     for name, f in (report.get("drift") or {}).get("features", {}).items():
-        drift[name] = {k: f["effect_size"].get(k) for k in ("psi", "cramers_v") if k in f["effect_size"]} | {"flagged": f["flagged"]}
+        drift[name] = {k: f["effect_size"].get(k) for k in ("psi", "cramers_v") if k in f["effect_size"]} | {
+            "flagged": f["flagged"]
+        }
     return {
         "time": report["created_at"],
         "serving_version": report["serving_version"],
-        "versions": {v: {"f1": p["production"]["f1"], "error_rate": p["production"]["error_rate"], "rows": p["window"]["rows"],
-                         "training_f1": (p["training"] or {}).get("f1"), "training_error_rate": (p["training"] or {}).get("error_rate")}
-                     for v, p in (report.get("performance") or {}).items()},
+        "versions": {
+            v: {
+                "f1": p["production"]["f1"],
+                "error_rate": p["production"]["error_rate"],
+                "rows": p["window"]["rows"],
+                "training_f1": (p["training"] or {}).get("f1"),
+                "training_error_rate": (p["training"] or {}).get("error_rate"),
+            }
+            for v, p in (report.get("performance") or {}).items()
+        },
         "drift": drift,
         "fired": report["fired"],
         "trigger": (report.get("trigger") or {}).get("status"),
@@ -279,7 +353,9 @@ def _version_key(v: str) -> int:
         return -1
 
 
-def run_loop(monitor: Monitor, *, interval_s: float, stop: threading.Event | None = None, max_cycles: int | None = None) -> int:
+def run_loop(
+    monitor: Monitor, *, interval_s: float, stop: threading.Event | None = None, max_cycles: int | None = None
+) -> int:
     """Cycles every `interval_s` until `stop` is set (main() sets it on SIGTERM/SIGINT; the current cycle
     finishes) or `max_cycles` cycles ran. Returns the number of cycles."""
     stop = stop or threading.Event()

@@ -3,6 +3,7 @@
 The window is the last `monitoring.window_size` labelled predictions the version served. Metrics are
 those of the failure class (accuracy hides everything here: "no failure" always scores about 98%).
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ def window_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     y_pred = np.asarray(y_pred, dtype=int)
     if len(y_true) == 0:
         return {m: None for m in METRICS} | {"confusion_matrix": None, "positives": 0, "predicted_positives": 0}
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, labels=[1], average=None, zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, labels=[1], average=None, zero_division=0
+    )
     accuracy = float((y_true == y_pred).mean())
     return {
         "error_rate": 1.0 - accuracy,
@@ -34,8 +37,9 @@ def window_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     }
 
 
-def version_performance(*, version: str, rows: list[list], counts: dict, pending: int, training: dict | None,
-                        settings: Settings) -> dict:
+def version_performance(
+    *, version: str, rows: list[list], counts: dict, pending: int, training: dict | None, settings: Settings
+) -> dict:
     """Window metrics, label coverage and the two performance checks for one model version.
 
     rows: [prediction time, true label, served label, probability] in join order.
@@ -49,16 +53,28 @@ def version_performance(*, version: str, rows: list[list], counts: dict, pending
     labelled = counts.get("labelled", 0)
     out = {
         "version": version,
-        "window": {"rows": len(window), "size": mon.window_size,
-                   "first_time": window[0][0] if window else None, "last_time": window[-1][0] if window else None},
+        "window": {
+            "rows": len(window),
+            "size": mon.window_size,
+            "first_time": window[0][0] if window else None,
+            "last_time": window[-1][0] if window else None,
+        },
         "production": production,
         "training": {m: training.get(m) for m in METRICS if training and m in training} if training else None,
-        "label_coverage": {"predictions": predictions, "labelled": labelled, "pending": pending,
-                           "coverage": labelled / predictions if predictions else None},
+        "label_coverage": {
+            "predictions": predictions,
+            "labelled": labelled,
+            "pending": pending,
+            "coverage": labelled / predictions if predictions else None,
+        },
         "checks": {},
     }
-    out["delta"] = {m: _diff(production.get(m), (out["training"] or {}).get(m)) for m in ("error_rate", "precision", "recall", "f1")}
-    out["checks"] = performance_checks(production=production, training=out["training"], rows=len(window), settings=settings)
+    out["delta"] = {
+        m: _diff(production.get(m), (out["training"] or {}).get(m)) for m in ("error_rate", "precision", "recall", "f1")
+    }
+    out["checks"] = performance_checks(
+        production=production, training=out["training"], rows=len(window), settings=settings
+    )
     return out
 
 
@@ -74,9 +90,16 @@ def performance_checks(*, production: dict, training: dict | None, rows: int, se
     for metric, (direction, key, amount) in specs.items():
         train_value = (training or {}).get(metric)
         prod_value = production.get(metric)
-        check = {"metric": metric, "production": prod_value, "training": train_value, "rows": rows,
-                 "min_labelled": min_labelled, "threshold_key": f"monitoring.thresholds.{key}", "amount": amount,
-                 "fired": False}
+        check = {
+            "metric": metric,
+            "production": prod_value,
+            "training": train_value,
+            "rows": rows,
+            "min_labelled": min_labelled,
+            "threshold_key": f"monitoring.thresholds.{key}",
+            "amount": amount,
+            "fired": False,
+        }
         if train_value is None:
             check["status"] = "no_training_metric"
         elif rows < min_labelled or prod_value is None:

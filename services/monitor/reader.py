@@ -5,6 +5,7 @@ The caller owns the offsets (the monitor keeps them in its state file) and commi
 has stored what it derived from the lines, so a crash re-reads, never skips.
 Cost follows the new bytes: each read starts at the saved offset.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,9 +13,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from shared.paths import LOG_SUFFIX
 
-LOG_SUFFIX = ".jsonl"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,12 @@ def read_complete_lines(path: Path, offset: int, *, max_bytes: int) -> tuple[lis
     except FileNotFoundError:
         return [], offset
     if size < offset:
-        log.warning("%s is shorter (%d bytes) than the saved offset %d: the file was replaced; reading it from the start",
-                    path, size, offset)
+        log.warning(
+            "%s is shorter (%d bytes) than the saved offset %d: the file was replaced; reading it from the start",
+            path,
+            size,
+            offset,
+        )
         offset = 0
     if size == offset:
         return [], offset
@@ -88,7 +93,11 @@ class LogDir:
             start = offsets.get(key, 0)
             try:
                 if path.stat().st_size < start:
-                    log.warning("%s is shorter than the saved offset %d: the file was replaced; reading it from the start", path, start)
+                    log.warning(
+                        "%s is shorter than the saved offset %d: the file was replaced; reading it from the start",
+                        path,
+                        start,
+                    )
                     start = 0
             except FileNotFoundError:
                 continue

@@ -6,14 +6,15 @@ seconds later, from a time-ordered queue: ground truth arrives late in a real pl
 after the last row's label, or `limit` rows. The data set is read through the data store, so it is
 checked against its manifest entry first.
 """
+
 from __future__ import annotations
 
 import heapq
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 import requests
@@ -44,7 +45,9 @@ def resolve_dataset(paths: Paths, dataset: str) -> Path:
     path = Path(dataset)
     if path.suffix == ".csv" and path.is_file():
         return path.resolve()
-    raise ReplayError(f"unknown data set {dataset!r}: expected one of {names} or the path of a CSV file listed in the manifest")
+    raise ReplayError(
+        f"unknown data set {dataset!r}: expected one of {names} or the path of a CSV file listed in the manifest"
+    )
 
 
 def load_dataset(paths: Paths, dataset: str, *, limit: int | None = None) -> tuple[Path, pd.DataFrame]:
@@ -79,13 +82,22 @@ class ReplayResult:
 
     def summary(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "request_ids"} | {
-            "rate_achieved": round(self.predicted / self.seconds, 1) if self.seconds else None}
+            "rate_achieved": round(self.predicted / self.seconds, 1) if self.seconds else None
+        }
 
 
 class Replayer:
-    def __init__(self, *, url: str, rate: float, feedback_delay: float, session: requests.Session | None = None,
-                 progress: bool = True, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        rate: float,
+        feedback_delay: float,
+        session: requests.Session | None = None,
+        progress: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         if rate <= 0:
             raise ReplayError(f"rate must be positive, got {rate}")
         if feedback_delay < 0:
@@ -137,7 +149,12 @@ class Replayer:
             self._failed(result, f"{kind}:connection", f"{route}: {e}")
             return None
         if resp.status_code >= 300:
-            self._failed(result, f"{kind}:http_{resp.status_code}", f"{route}: HTTP {resp.status_code} {resp.text[:200]}", connection=False)
+            self._failed(
+                result,
+                f"{kind}:http_{resp.status_code}",
+                f"{route}: HTTP {resp.status_code} {resp.text[:200]}",
+                connection=False,
+            )
             return None
         self._consecutive = 0
         try:
@@ -152,7 +169,9 @@ class Replayer:
             log.warning("replay: %s", detail)
         self._consecutive = self._consecutive + 1 if connection else 0
         if self._consecutive >= MAX_CONSECUTIVE_FAILURES:
-            raise ReplayError(f"inference at {self.url} does not answer ({self._consecutive} failures in a row; last: {detail})")
+            raise ReplayError(
+                f"inference at {self.url} does not answer ({self._consecutive} failures in a row; last: {detail})"
+            )
 
     def _predict(self, row: dict, result: ReplayResult) -> str | None:
         body = self._post("/predict", reading(row), result, "predict")
@@ -172,8 +191,16 @@ class Replayer:
             result.feedback_sent += 1
 
 
-def replay(*, settings: Settings, dataset: str, rate: float | None = None, limit: int | None = None, url: str | None = None,
-           feedback_delay: float | None = None, progress: bool = True) -> ReplayResult:
+def replay(
+    *,
+    settings: Settings,
+    dataset: str,
+    rate: float | None = None,
+    limit: int | None = None,
+    url: str | None = None,
+    feedback_delay: float | None = None,
+    progress: bool = True,
+) -> ReplayResult:
     """Replay a data set with the configured defaults (monitoring.replay) where an option is not given."""
     cfg = settings.monitoring.replay
     paths = Paths.from_settings(settings)

@@ -11,6 +11,7 @@ Saved atomically after every ingest step, together with the committed length of 
   labelled rows (the performance window); `counts`: per model version, predictions and labels seen;
 - `history`: one summary per cycle (metrics over time); `last_trigger`: the last retrain message sent.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
 
 from shared.atomic import atomic_write_text
-from shared.errors import DataValidationError
-from shared.schemas import explain
+from shared.errors import DataValidationError, explain
 
 log = logging.getLogger(__name__)
 

@@ -10,27 +10,25 @@ The last trigger is kept both in Redis (RedisKeys.monitor_cooldown) and in the m
 the message and the cooldown record go to Redis in one MULTI/EXEC transaction, so a crash cannot push a
 message without its cooldown; losing either copy alone does not cause a second message.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-from datetime import datetime, timezone
 
 import redis
 
 from shared.config import Settings
 from shared.paths import RedisKeys
-from shared.schemas import RetrainMessage, utc_now
+from shared.schemas import RetrainMessage, parse_utc, utc_now
 
 log = logging.getLogger(__name__)
 
 
-def parse_time(value: str) -> datetime:
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
-
-
-def suppression(*, fired: list[str], serving_version: str | None, last: dict | None, now: str, cooldown_s: float) -> str | None:
+def suppression(
+    *, fired: list[str], serving_version: str | None, last: dict | None, now: str, cooldown_s: float
+) -> str | None:
     """Why no message should be sent now (None: send). Pure: the decision, testable on its own."""
     if not fired:
         return "no check fired"
@@ -38,19 +36,21 @@ def suppression(*, fired: list[str], serving_version: str | None, last: dict | N
         return None
     if last.get("serving_version") != serving_version:
         return None
-    age = (parse_time(now) - parse_time(last["time"])).total_seconds()
+    age = (parse_utc(now) - parse_utc(last["time"])).total_seconds()
     if age >= cooldown_s:
         return None
     new = sorted(set(fired) - set(last.get("checks", [])))
     if new:
         return None
-    return (f"same condition as message {last.get('message_id')} sent {age:.0f} s ago for {serving_version} "
-            f"(cooldown {cooldown_s:.0f} s)")
+    return (
+        f"same condition as message {last.get('message_id')} sent {age:.0f} s ago for {serving_version} "
+        f"(cooldown {cooldown_s:.0f} s)"
+    )
 
 
 def latest_trigger(*records: dict | None) -> dict | None:
     found = [r for r in records if r and r.get("time")]
-    return max(found, key=lambda r: parse_time(r["time"])) if found else None
+    return max(found, key=lambda r: parse_utc(r["time"])) if found else None
 
 
 def message_id(now: str, fired: list[str], serving_version: str | None) -> str:
@@ -78,8 +78,16 @@ class Trigger:
             log.warning("ignoring unreadable cooldown record at %s: %r", self.keys.monitor_cooldown, raw[:200])
             return None
 
-    def consider(self, *, fired: list[str], evidence: dict, reason: str, serving_version: str | None,
-                 state_last: dict | None, now: str | None = None) -> dict:
+    def consider(
+        self,
+        *,
+        fired: list[str],
+        evidence: dict,
+        reason: str,
+        serving_version: str | None,
+        state_last: dict | None,
+        now: str | None = None,
+    ) -> dict:
         """Send or suppress. Returns {"status": sent|suppressed|none|error, ...}; the record of a sent
         message is under "record" (the caller stores it in the state file)."""
         now = now or utc_now()
@@ -90,17 +98,36 @@ class Trigger:
         except redis.RedisError as e:
             log.error("retrain trigger: Redis unavailable (%s); will try again next cycle", e)
             return {"status": "error", "reason": f"redis unavailable: {e}"}
-        why_not = suppression(fired=fired, serving_version=serving_version, last=last,
-                              now=now, cooldown_s=self.settings.monitoring.cooldown_s)
+        why_not = suppression(
+            fired=fired,
+            serving_version=serving_version,
+            last=last,
+            now=now,
+            cooldown_s=self.settings.monitoring.cooldown_s,
+        )
         if why_not:
             log.info("retrain trigger suppressed: %s", why_not)
-            return {"status": "suppressed", "reason": why_not, "last_message_id": last.get("message_id") if last else None}
+            return {
+                "status": "suppressed",
+                "reason": why_not,
+                "last_message_id": last.get("message_id") if last else None,
+            }
         if self.redis is None:
             return {"status": "error", "reason": "no Redis client"}
-        msg = RetrainMessage(id=message_id(now, fired, serving_version), reason=reason[:500], created_at=now,
-                             evidence=evidence, include_production=True)
-        record = {"message_id": msg.id, "time": now, "checks": sorted(fired), "serving_version": serving_version,
-                  "queue": self.keys.retrain_queue}
+        msg = RetrainMessage(
+            id=message_id(now, fired, serving_version),
+            reason=reason[:500],
+            created_at=now,
+            evidence=evidence,
+            include_production=True,
+        )
+        record = {
+            "message_id": msg.id,
+            "time": now,
+            "checks": sorted(fired),
+            "serving_version": serving_version,
+            "queue": self.keys.retrain_queue,
+        }
         try:
             pipe = self.redis.pipeline(transaction=True)
             pipe.set(self.keys.monitor_cooldown, json.dumps(record))
@@ -110,4 +137,10 @@ class Trigger:
             log.error("retrain trigger: could not push message %s (%s); will try again next cycle", msg.id, e)
             return {"status": "error", "reason": f"redis unavailable: {e}"}
         log.info("retrain message %s pushed to %s: %s", msg.id, self.keys.retrain_queue, msg.reason)
-        return {"status": "sent", "message_id": msg.id, "queue": self.keys.retrain_queue, "reason": msg.reason, "record": record}
+        return {
+            "status": "sent",
+            "message_id": msg.id,
+            "queue": self.keys.retrain_queue,
+            "reason": msg.reason,
+            "record": record,
+        }

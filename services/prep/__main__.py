@@ -1,4 +1,5 @@
 """python -m services.prep [run|verify] [--config PATH]"""
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,16 @@ log = logging.getLogger("services.prep")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.prep", description="Build the versioned data sets from the raw CSV.")
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "verify"],
-                        help="run: produce every data version (default); verify: re-hash every file in the manifest")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.prep", description="Build the versioned data sets from the raw CSV."
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="run",
+        choices=["run", "verify"],
+        help="run: produce every data version (default); verify: re-hash every file in the manifest",
+    )
     parser.add_argument("--config", help="config.yaml path (default: $CLOCKWORK_CONFIG or ./config.yaml)")
     args = parser.parse_args(argv)
     configure_logging("prep")

@@ -12,6 +12,7 @@ Cleaning rules (v2_cleaned):
 The failure-mode columns and identifiers stay in the tables for analysis; shared.features keeps them out
 of every feature set.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,12 +22,12 @@ import numpy as np
 import pandas as pd
 
 from services.prep.recipes import apply_recipe
+from shared.atomic import atomic_write_text
 from shared.config import Settings
 from shared.datastore import DataStore, check_raw
 from shared.errors import DataValidationError
 from shared.features import FAILURE_MODES, LABEL, NUMERIC_FEATURES, SOURCE_COLUMNS, SOURCE_TO_SNAKE, TYPE_CODES
 from shared.paths import Paths
-from shared.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 PRODUCER = "services.prep.pipeline"
@@ -62,12 +63,16 @@ def clean(raw: pd.DataFrame, *, ranges: dict[str, tuple[float, float]], where: P
             raise DataValidationError(f"{where}: column {col} must be 0/1; udi {df.loc[bad, 'udi'].head(5).tolist()}")
     bad_type = ~df["type"].isin(list(TYPE_CODES))
     if bad_type.any():
-        raise DataValidationError(f"{where}: type must be one of {sorted(TYPE_CODES)}; udi {df.loc[bad_type, 'udi'].head(5).tolist()}")
+        raise DataValidationError(
+            f"{where}: type must be one of {sorted(TYPE_CODES)}; udi {df.loc[bad_type, 'udi'].head(5).tolist()}"
+        )
     for col in NUMERIC_FEATURES:
         low, high = ranges[col]
         out = (df[col] < low) | (df[col] > high)
         if out.any():
-            raise DataValidationError(f"{where}: {col} outside physical range [{low}, {high}] at udi {df.loc[out, 'udi'].head(5).tolist()}")
+            raise DataValidationError(
+                f"{where}: {col} outside physical range [{low}, {high}] at udi {df.loc[out, 'udi'].head(5).tolist()}"
+            )
     if df["udi"].duplicated().any():
         raise DataValidationError(f"{where}: duplicate udi {df.loc[df['udi'].duplicated(), 'udi'].head(5).tolist()}")
     df = df.sort_values("udi", kind="stable").reset_index(drop=True)
@@ -98,16 +103,31 @@ def run(settings: Settings) -> list:
     raw = pd.read_csv(paths.raw_file)
     validate_source(raw, paths.raw_file)
     v1_path = paths.data_version_dir(v.raw) / paths.raw_file.name
-    entries.append(store.write_bytes(step, data_version=v.raw, path=v1_path, data=raw_bytes, rows=len(raw),
-                                     params={"step": "ingest", "schema": SOURCE_COLUMNS}))
+    entries.append(
+        store.write_bytes(
+            step,
+            data_version=v.raw,
+            path=v1_path,
+            data=raw_bytes,
+            rows=len(raw),
+            params={"step": "ingest", "schema": SOURCE_COLUMNS},
+        )
+    )
     _attribution(paths.processed_dir)
 
     # v2_cleaned
     step = store.begin(producer=PRODUCER, inputs=[v1_path])
     cleaned, quirks = clean(pd.read_csv(v1_path), ranges=ranges, where=v1_path)
     v2_path = paths.data_version_dir(v.cleaned) / "cleaned.csv"
-    entries.append(store.write_table(step, data_version=v.cleaned, path=v2_path, df=cleaned,
-                                     params={"step": "clean", "ranges": {k: list(r) for k, r in ranges.items()}, **quirks}))
+    entries.append(
+        store.write_table(
+            step,
+            data_version=v.cleaned,
+            path=v2_path,
+            df=cleaned,
+            params={"step": "clean", "ranges": {k: list(r) for k, r in ranges.items()}, **quirks},
+        )
+    )
 
     # v3_split: chronological by udi.
     if data.train_rows + data.production_rows != len(cleaned):
@@ -118,22 +138,59 @@ def run(settings: Settings) -> list:
     step = store.begin(producer=PRODUCER, inputs=[v2_path])
     train = cleaned.iloc[: data.train_rows].reset_index(drop=True)
     production = cleaned.iloc[data.train_rows :].reset_index(drop=True)
-    split_params = {"step": "split", "order": "udi ascending", "train_rows": data.train_rows, "production_rows": data.production_rows}
-    entries.append(store.write_table(step, data_version=v.split, path=paths.train_file(v.split), df=train,
-                                     params={**split_params, "part": "train", "udi_range": [int(train.udi.iloc[0]), int(train.udi.iloc[-1])]}))
+    split_params = {
+        "step": "split",
+        "order": "udi ascending",
+        "train_rows": data.train_rows,
+        "production_rows": data.production_rows,
+    }
+    entries.append(
+        store.write_table(
+            step,
+            data_version=v.split,
+            path=paths.train_file(v.split),
+            df=train,
+            params={**split_params, "part": "train", "udi_range": [int(train.udi.iloc[0]), int(train.udi.iloc[-1])]},
+        )
+    )
     prod_path = paths.data_version_dir(v.split) / "production.csv"
-    entries.append(store.write_table(step, data_version=v.split, path=prod_path, df=production,
-                                     params={**split_params, "part": "production", "udi_range": [int(production.udi.iloc[0]), int(production.udi.iloc[-1])]}))
+    entries.append(
+        store.write_table(
+            step,
+            data_version=v.split,
+            path=prod_path,
+            df=production,
+            params={
+                **split_params,
+                "part": "production",
+                "udi_range": [int(production.udi.iloc[0]), int(production.udi.iloc[-1])],
+            },
+        )
+    )
 
     # v4_day2: the later timeframe as is, plus one set per seeded drift recipe.
     step = store.begin(producer=PRODUCER, inputs=[prod_path])
     day2_dir = paths.production_version_dir(v.day2)
-    entries.append(store.write_table(step, data_version=v.day2, path=day2_dir / "natural.csv", df=production,
-                                     params={"step": "day2", "recipe": "natural"}))
+    entries.append(
+        store.write_table(
+            step,
+            data_version=v.day2,
+            path=day2_dir / "natural.csv",
+            df=production,
+            params={"step": "day2", "recipe": "natural"},
+        )
+    )
     for recipe in data.day2.recipes:
         drifted = apply_recipe(production, recipe, seed=data.day2.seed, ranges=ranges)
-        entries.append(store.write_table(step, data_version=v.day2, path=day2_dir / f"{recipe.name}.csv", df=drifted,
-                                         params={"step": "day2", "seed": data.day2.seed, "recipe": recipe.model_dump(mode="json")}))
+        entries.append(
+            store.write_table(
+                step,
+                data_version=v.day2,
+                path=day2_dir / f"{recipe.name}.csv",
+                df=drifted,
+                params={"step": "day2", "seed": data.day2.seed, "recipe": recipe.model_dump(mode="json")},
+            )
+        )
     _attribution(paths.production_dir)
     return entries
 

@@ -6,6 +6,7 @@ seeded by (day2.seed, the recipe name), so a recipe gives the same bytes every r
 of the recipes in config.yaml. Results are clipped to the physical ranges and rounded to the precision
 of the source data.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -29,7 +30,9 @@ def recipe_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
 
 
-def apply_recipe(df: pd.DataFrame, recipe: DriftRecipe, *, seed: int, ranges: dict[str, tuple[float, float]]) -> pd.DataFrame:
+def apply_recipe(
+    df: pd.DataFrame, recipe: DriftRecipe, *, seed: int, ranges: dict[str, tuple[float, float]]
+) -> pd.DataFrame:
     out = df.copy()
     rng = recipe_rng(seed, recipe.name)
     col = out[recipe.column].to_numpy(dtype=np.float64)

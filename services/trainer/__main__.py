@@ -1,12 +1,13 @@
 """python -m services.trainer {train|worker|status|push} [--config PATH]
 
-  train                 train from config.yaml and register a new model version
-  worker [--max-jobs N] consume retrain messages from Redis (SIGTERM finishes the current job)
-  status ID             print a retrain job's status (JSON) on stdout
-  push --reason TEXT    validate and push a retrain message; prints its id
-  bootstrap [--check]   train a first model when the registry is empty and lacks the pinned version;
-                        --check only tells (exit 0) whether the pinned version is registered and intact
+train                 train from config.yaml and register a new model version
+worker [--max-jobs N] consume retrain messages from Redis (SIGTERM finishes the current job)
+status ID             print a retrain job's status (JSON) on stdout
+push --reason TEXT    validate and push a retrain message; prints its id
+bootstrap [--check]   train a first model when the registry is empty and lacks the pinned version;
+                      --check only tells (exit 0) whether the pinned version is registered and intact
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ import logging
 import signal
 import sys
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from shared.config import load_settings_or_exit, redact_url
 from shared.errors import ClockworkError
@@ -25,7 +26,9 @@ log = logging.getLogger("services.trainer")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m services.trainer", description="Train, register and retrain models.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.trainer", description="Train, register and retrain models."
+    )
     parser.add_argument("--config", help="config.yaml path (default: $CLOCKWORK_CONFIG or ./config.yaml)")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train from config.yaml and register a new version")
@@ -65,8 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
             md = train_and_register(settings, trigger={**COMMAND_TRIGGER, "config": str(settings.config_path)})
             m = md["metrics"]
-            log.info("registered %s: validation f1=%.4f precision=%.4f recall=%.4f; onnx sha256 %s",
-                     md["version"], m["f1"], m["precision"], m["recall"], md["onnx_sha256"])
+            log.info(
+                "registered %s: validation f1=%.4f precision=%.4f recall=%.4f; onnx sha256 %s",
+                md["version"],
+                m["f1"],
+                m["precision"],
+                m["recall"],
+                md["onnx_sha256"],
+            )
             return 0
         if args.command == "bootstrap":
             from services.trainer.train import bootstrap
@@ -88,8 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from shared.schemas import RetrainMessage, parse_retrain_message, utc_now
 
-        message_id = args.id or f"manual-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
-        raw = {"id": message_id, "reason": args.reason, "created_at": utc_now(), "include_production": not args.no_production}
+        message_id = args.id or f"manual-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
+        raw = {
+            "id": message_id,
+            "reason": args.reason,
+            "created_at": utc_now(),
+            "include_production": not args.no_production,
+        }
         if args.data_version:
             raw["data_version"] = args.data_version
         message: RetrainMessage = parse_retrain_message(json.dumps(raw))

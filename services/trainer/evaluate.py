@@ -1,4 +1,5 @@
 """Failure-class metrics from probabilities, and ONNX-vs-scikit-learn parity."""
+
 from __future__ import annotations
 
 import numpy as np

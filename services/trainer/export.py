@@ -6,6 +6,7 @@ The file is three graphs merged with onnx.compose.merge_models:
   tail     probabilities -> probability [N, 1]  (column of class 1)
 Every name and producer field is fixed, so the same fitted model gives the same bytes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,21 +47,40 @@ def front_graph(*, physical: bool, opsets: dict[str, int] | None = None) -> onnx
     def column(i: int, name: str) -> str:
         out = f"cw_{name}"
         inits.extend([_const(f"{out}_start", [i]), _const(f"{out}_end", [i + 1])])
-        nodes.append(helper.make_node("Slice", [ONNX_INPUT, f"{out}_start", f"{out}_end", "cw_axis1"], [out], name=f"{out}_slice"))
+        nodes.append(
+            helper.make_node(
+                "Slice", [ONNX_INPUT, f"{out}_start", f"{out}_end", "cw_axis1"], [out], name=f"{out}_slice"
+            )
+        )
         return out
 
     # Raw numeric readings: columns 1..5 in one slice.
     inits.extend([_const("cw_numeric_start", [1]), _const("cw_numeric_end", [len(RAW_COLUMNS)])])
-    nodes.append(helper.make_node("Slice", [ONNX_INPUT, "cw_numeric_start", "cw_numeric_end", "cw_axis1"], ["cw_numeric"], name="cw_numeric_slice"))
+    nodes.append(
+        helper.make_node(
+            "Slice",
+            [ONNX_INPUT, "cw_numeric_start", "cw_numeric_end", "cw_axis1"],
+            ["cw_numeric"],
+            name="cw_numeric_slice",
+        )
+    )
     parts = ["cw_numeric"]
     code = column(0, "type_code")
     for letter, value in TYPE_CODES.items():
         inits.append(_const(f"cw_code_{letter}", [value], dtype=np.float32))
-        nodes.append(helper.make_node("Equal", [code, f"cw_code_{letter}"], [f"cw_is_{letter}"], name=f"cw_equal_{letter}"))
-        nodes.append(helper.make_node("Cast", [f"cw_is_{letter}"], [f"cw_type_{letter}"], to=TensorProto.FLOAT, name=f"cw_cast_{letter}"))
+        nodes.append(
+            helper.make_node("Equal", [code, f"cw_code_{letter}"], [f"cw_is_{letter}"], name=f"cw_equal_{letter}")
+        )
+        nodes.append(
+            helper.make_node(
+                "Cast", [f"cw_is_{letter}"], [f"cw_type_{letter}"], to=TensorProto.FLOAT, name=f"cw_cast_{letter}"
+            )
+        )
         parts.append(f"cw_type_{letter}")
     if physical:
-        air, proc, speed, torque, wear = (column(i, n) for i, n in enumerate(["air", "process", "speed", "torque", "wear"], start=1))
+        air, proc, speed, torque, wear = (
+            column(i, n) for i, n in enumerate(["air", "process", "speed", "torque", "wear"], start=1)
+        )
         # The same float32 operations, in the same order, as shared.features.engineer.
         inits.append(_const("cw_rad_per_s_per_rpm", [2 * np.pi / 60], dtype=np.float32))
         nodes += [
@@ -73,7 +93,8 @@ def front_graph(*, physical: bool, opsets: dict[str, int] | None = None) -> onnx
     nodes.append(helper.make_node("Concat", parts, [FEATURES], axis=1, name="cw_concat_features"))
     n_features = len(engineered_names(physical=physical))
     graph = helper.make_graph(
-        nodes, "cw_features",
+        nodes,
+        "cw_features",
         [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["N", len(RAW_COLUMNS)])],
         [helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", n_features])],
         initializer=inits,
@@ -84,10 +105,17 @@ def front_graph(*, physical: bool, opsets: dict[str, int] | None = None) -> onnx
 def tail_graph(*, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
     """probabilities [N, 2] -> probability [N, 1] (class 1)."""
     inits = [_const("cw_class1_start", [1]), _const("cw_class1_end", [2]), _const("cw_class1_axis", [1])]
-    nodes = [helper.make_node("Slice", [PROBABILITIES, "cw_class1_start", "cw_class1_end", "cw_class1_axis"], [ONNX_OUTPUT],
-                              name="cw_class1")]
+    nodes = [
+        helper.make_node(
+            "Slice",
+            [PROBABILITIES, "cw_class1_start", "cw_class1_end", "cw_class1_axis"],
+            [ONNX_OUTPUT],
+            name="cw_class1",
+        )
+    ]
     graph = helper.make_graph(
-        nodes, "cw_class1",
+        nodes,
+        "cw_class1",
         [helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, ["N", 2])],
         [helper.make_tensor_value_info(ONNX_OUTPUT, TensorProto.FLOAT, ["N", 1])],
         initializer=inits,
@@ -128,10 +156,12 @@ def export(estimator, *, physical: bool, doc_string: str) -> bytes:
     body = sklearn_graph(estimator, n_features=n_features)
     opsets = opsets_of(body)
     # Hand-built parts name everything cw_*, so no name collides with skl2onnx's (merge_models checks).
-    merged = compose.merge_models(front_graph(physical=physical, opsets=opsets), body,
-                                  io_map=[(FEATURES, FEATURES)], outputs=[PROBABILITIES])
-    merged = compose.merge_models(merged, tail_graph(opsets=opsets), io_map=[(PROBABILITIES, PROBABILITIES)],
-                                  outputs=[ONNX_OUTPUT])
+    merged = compose.merge_models(
+        front_graph(physical=physical, opsets=opsets), body, io_map=[(FEATURES, FEATURES)], outputs=[PROBABILITIES]
+    )
+    merged = compose.merge_models(
+        merged, tail_graph(opsets=opsets), io_map=[(PROBABILITIES, PROBABILITIES)], outputs=[ONNX_OUTPUT]
+    )
     del merged.opset_import[:]  # merge_models concatenates the (equal) op set lists
     merged.opset_import.extend(_opset_imports(opsets))
     merged.graph.name = GRAPH_NAME
@@ -143,4 +173,3 @@ def export(estimator, *, physical: bool, doc_string: str) -> bytes:
     del merged.metadata_props[:]
     onnx.checker.check_model(merged, full_check=True)
     return merged.SerializeToString(deterministic=True)
-

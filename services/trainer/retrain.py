@@ -4,6 +4,7 @@ register (once per message id) -> promote when the gate says so and config allow
 shared.labelled (monitor), shared.gate (monitor) and shared.pin (inference) are other parts' modules,
 imported when a job runs; until they exist a job trains on config's data version without a gate.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -18,14 +19,13 @@ from shared.config import Settings
 from shared.datastore import DataStore, table_bytes
 from shared.errors import IntegrityError
 from shared.features import LABEL, RAW_COLUMNS
-from shared.paths import Paths, check_data_version
+from shared.paths import LABELLED_SNAPSHOT, Paths, check_data_version
 from shared.registry import Registry
 from shared.schemas import RetrainMessage
 
 log = logging.getLogger(__name__)
 PRODUCER = "services.trainer.retrain"
 RETRAIN_SUFFIX = "retrain"
-LABELLED_SNAPSHOT = "labelled.csv"
 GATE_WINDOW = "gate_window.csv"
 WRITE_ATTEMPTS = 3
 
@@ -42,9 +42,15 @@ def optional_module(name: str) -> ModuleType | None:
 
 
 def message_trigger(message: RetrainMessage) -> dict:
-    return {"kind": "message", "message_id": message.id, "reason": message.reason, "created_at": message.created_at,
-            "evidence": message.evidence, "include_production": message.include_production,
-            "data_version": message.data_version}
+    return {
+        "kind": "message",
+        "message_id": message.id,
+        "reason": message.reason,
+        "created_at": message.created_at,
+        "evidence": message.evidence,
+        "include_production": message.include_production,
+        "data_version": message.data_version,
+    }
 
 
 def load_labelled(paths: Paths) -> tuple[pd.DataFrame, ModuleType | None]:
@@ -84,13 +90,25 @@ def retrain_table(base: pd.DataFrame, extra: pd.DataFrame, *, base_version: str)
 def _existing_version(store: DataStore, *, message_id: str, name: str, digest: str) -> str | None:
     """A data version an earlier attempt of this job already wrote with the same content."""
     for e in store.entries():
-        if e.producer == PRODUCER and e.params.get("message_id") == message_id and e.params.get("file") == name and e.sha256 == digest:
+        if (
+            e.producer == PRODUCER
+            and e.params.get("message_id") == message_id
+            and e.params.get("file") == name
+            and e.sha256 == digest
+        ):
             return e.data_version
     return None
 
 
-def build_retrain_version(settings: Settings, *, store: DataStore, message: RetrainMessage, labelled_mod: ModuleType,
-                          train_rows: pd.DataFrame, window: pd.DataFrame) -> str:
+def build_retrain_version(
+    settings: Settings,
+    *,
+    store: DataStore,
+    message: RetrainMessage,
+    labelled_mod: ModuleType,
+    train_rows: pd.DataFrame,
+    window: pd.DataFrame,
+) -> str:
     """Write v<N>_retrain/{labelled.csv, gate_window.csv, train.csv} through the data store; returns the version.
 
     labelled.csv is a snapshot of the labelled rows trained on (input: the monitor's labelled file), so the
@@ -108,32 +126,59 @@ def build_retrain_version(settings: Settings, *, store: DataStore, message: Retr
         return reuse
     version = check_data_version(f"v{store.next_version_number()}_{RETRAIN_SUFFIX}")
     folder = paths.data_version_dir(version)
-    params = {"step": "retrain", "message_id": message.id, "base_version": base_version,
-              "gate_window_size": settings.monitoring.gate.window_size}
+    params = {
+        "step": "retrain",
+        "message_id": message.id,
+        "base_version": base_version,
+        "gate_window_size": settings.monitoring.gate.window_size,
+    }
     source_file = labelled_mod.labelled_file(paths) if hasattr(labelled_mod, "labelled_file") else None
     snapshot = folder / LABELLED_SNAPSHOT
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         # The monitor keeps appending to its file: if it changed during the step, take the step again.
         try:
             step = store.begin(producer=PRODUCER, inputs=[source_file] if source_file and source_file.is_file() else [])
-            store.write_table(step, data_version=version, path=snapshot, df=train_rows,
-                              params={**params, "file": LABELLED_SNAPSHOT, "part": "labelled rows trained on"})
-            store.write_table(step, data_version=version, path=folder / GATE_WINDOW, df=window,
-                              params={**params, "file": GATE_WINDOW, "part": "gate window, never trained on"})
+            store.write_table(
+                step,
+                data_version=version,
+                path=snapshot,
+                df=train_rows,
+                params={**params, "file": LABELLED_SNAPSHOT, "part": "labelled rows trained on"},
+            )
+            store.write_table(
+                step,
+                data_version=version,
+                path=folder / GATE_WINDOW,
+                df=window,
+                params={**params, "file": GATE_WINDOW, "part": "gate window, never trained on"},
+            )
             break
         except IntegrityError:
             if attempt == WRITE_ATTEMPTS:
                 raise
             log.info("job %s: labelled file changed while snapshotting (attempt %d); retrying", message.id, attempt)
     step = store.begin(producer=PRODUCER, inputs=[base_path, snapshot])
-    store.write_table(step, data_version=version, path=paths.train_file(version), df=table,
-                      params={**params, "file": "train.csv", "base_rows": len(base), "labelled_rows": len(train_rows)})
-    log.info("job %s: data version %s = %d base rows + %d labelled rows (%d held back for the gate)",
-             message.id, version, len(base), len(train_rows), len(window))
+    store.write_table(
+        step,
+        data_version=version,
+        path=paths.train_file(version),
+        df=table,
+        params={**params, "file": "train.csv", "base_rows": len(base), "labelled_rows": len(train_rows)},
+    )
+    log.info(
+        "job %s: data version %s = %d base rows + %d labelled rows (%d held back for the gate)",
+        message.id,
+        version,
+        len(base),
+        len(train_rows),
+        len(window),
+    )
     return version
 
 
-def run_gate(settings: Settings, *, paths: Paths, registry: Registry, candidate: Candidate, window: pd.DataFrame) -> dict | None:
+def run_gate(
+    settings: Settings, *, paths: Paths, registry: Registry, candidate: Candidate, window: pd.DataFrame
+) -> dict | None:
     if window.empty:
         log.info("no labelled rows: candidate registered without a gate decision")
         return None
@@ -142,8 +187,13 @@ def run_gate(settings: Settings, *, paths: Paths, registry: Registry, candidate:
         return None
     latest = registry.latest()
     hint = f"v{int(latest[1:]) + 1}" if latest else "v1"
-    return gate_mod.decide(settings=settings, paths=paths, candidate_bytes=candidate.model_bytes,
-                           candidate_version_hint=hint, window=window)
+    return gate_mod.decide(
+        settings=settings,
+        paths=paths,
+        candidate_bytes=candidate.model_bytes,
+        candidate_version_hint=hint,
+        window=window,
+    )
 
 
 def register_once(registry: Registry, *, candidate: Candidate, trigger: dict, gate: dict | None) -> tuple[dict, bool]:
@@ -152,7 +202,9 @@ def register_once(registry: Registry, *, candidate: Candidate, trigger: dict, ga
         existing = registry.find_by_trigger(trigger["message_id"])
         if existing:
             return registry.metadata(existing), False
-        return registry.register(model_bytes=candidate.model_bytes, metadata=candidate.metadata(trigger=trigger, gate=gate)), True
+        return registry.register(
+            model_bytes=candidate.model_bytes, metadata=candidate.metadata(trigger=trigger, gate=gate)
+        ), True
 
 
 def promote(settings: Settings, *, paths: Paths, version: str, gate: dict | None) -> bool:
@@ -177,8 +229,13 @@ def run_retrain(settings: Settings, message: RetrainMessage, *, registry: Regist
     existing = registry.find_by_trigger(message.id)
     if existing:
         log.info("job %s already produced %s: nothing to do", message.id, existing)
-        return {"version": existing, "data_version": registry.metadata(existing)["data_version"], "created": False,
-                "gate_decision": None, "promoted": False}
+        return {
+            "version": existing,
+            "data_version": registry.metadata(existing)["data_version"],
+            "created": False,
+            "gate_decision": None,
+            "promoted": False,
+        }
     window = pd.DataFrame()
     if message.data_version:
         data_version = check_data_version(message.data_version)
@@ -188,14 +245,29 @@ def run_retrain(settings: Settings, message: RetrainMessage, *, registry: Regist
             labelled, labelled_mod = load_labelled(paths)
             train_rows, window = split_labelled(labelled, window_size=settings.monitoring.gate.window_size)
             if not train_rows.empty:
-                data_version = build_retrain_version(settings, store=store, message=message, labelled_mod=labelled_mod,
-                                                     train_rows=train_rows, window=window)
+                data_version = build_retrain_version(
+                    settings,
+                    store=store,
+                    message=message,
+                    labelled_mod=labelled_mod,
+                    train_rows=train_rows,
+                    window=window,
+                )
             else:
-                log.info("job %s: %d labelled rows, all held back for the gate; training on %s",
-                         message.id, len(labelled), data_version)
+                log.info(
+                    "job %s: %d labelled rows, all held back for the gate; training on %s",
+                    message.id,
+                    len(labelled),
+                    data_version,
+                )
     candidate = train_candidate(settings, data_version=data_version)
     gate = run_gate(settings, paths=paths, registry=registry, candidate=candidate, window=window)
     md, created = register_once(registry, candidate=candidate, trigger=message_trigger(message), gate=gate)
     promoted = promote(settings, paths=paths, version=md["version"], gate=gate) if created else False
-    return {"version": md["version"], "data_version": md["data_version"], "created": created,
-            "gate_decision": (gate or {}).get("decision"), "promoted": promoted}
+    return {
+        "version": md["version"],
+        "data_version": md["data_version"],
+        "created": created,
+        "gate_decision": (gate or {}).get("decision"),
+        "promoted": promoted,
+    }

@@ -11,16 +11,18 @@
 `train_candidate` stops before the registry (the retrain worker gates the candidate first);
 `train_and_register` is what the CLI, the worker and other parts' tests call.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,8 +38,16 @@ from shared.config import ModelParams, Settings
 from shared.datastore import DataStore
 from shared.errors import DataValidationError, ExportError, NotFoundError
 from shared.features import (
-    LABEL, NUMERIC_FEATURES, ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, assert_no_forbidden, encode_readings,
-    engineer, engineered_names,
+    LABEL,
+    NUMERIC_FEATURES,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    RAW_COLUMNS,
+    TYPE_CODES,
+    assert_no_forbidden,
+    encode_readings,
+    engineer,
+    engineered_names,
 )
 from shared.gitinfo import git_info
 from shared.onnx_model import load_session
@@ -99,18 +109,32 @@ def build_estimator(mp: ModelParams):
     """The scikit-learn estimator named by model_params (logistic regression gets a scaler in front)."""
     class_weight = None if mp.class_weight == "none" else mp.class_weight
     if mp.algorithm == "random_forest":
-        return RandomForestClassifier(n_estimators=mp.n_estimators, max_depth=mp.max_depth, class_weight=class_weight,
-                                      random_state=mp.random_state, n_jobs=1)
+        return RandomForestClassifier(
+            n_estimators=mp.n_estimators,
+            max_depth=mp.max_depth,
+            class_weight=class_weight,
+            random_state=mp.random_state,
+            n_jobs=1,
+        )
     if mp.algorithm == "gradient_boosting":
         # No class_weight in GradientBoostingClassifier: weights go in as sample weights (see fit_kwargs).
-        return GradientBoostingClassifier(n_estimators=mp.n_estimators, max_depth=mp.max_depth,
-                                          learning_rate=mp.learning_rate, random_state=mp.random_state)
+        return GradientBoostingClassifier(
+            n_estimators=mp.n_estimators,
+            max_depth=mp.max_depth,
+            learning_rate=mp.learning_rate,
+            random_state=mp.random_state,
+        )
     if mp.algorithm == "logistic_regression":
         lr_weight = None if class_weight is None else "balanced"
-        return Pipeline([
-            ("scale", StandardScaler()),
-            ("classifier", LogisticRegression(C=mp.c, class_weight=lr_weight, max_iter=5000, random_state=mp.random_state)),
-        ])
+        return Pipeline(
+            [
+                ("scale", StandardScaler()),
+                (
+                    "classifier",
+                    LogisticRegression(C=mp.c, class_weight=lr_weight, max_iter=5000, random_state=mp.random_state),
+                ),
+            ]
+        )
     raise ValueError(f"unknown algorithm {mp.algorithm!r}")  # config validation makes this unreachable
 
 
@@ -131,7 +155,9 @@ def chronological(df: pd.DataFrame) -> pd.DataFrame:
 def split_holdout(df: pd.DataFrame, fraction: float, *, where: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     n_val = int(round(len(df) * fraction))
     if n_val < 1 or len(df) - n_val < 2:
-        raise DataValidationError(f"{where}: {len(df)} rows cannot be split with training.validation_fraction={fraction}")
+        raise DataValidationError(
+            f"{where}: {len(df)} rows cannot be split with training.validation_fraction={fraction}"
+        )
     return df.iloc[: len(df) - n_val].reset_index(drop=True), df.iloc[len(df) - n_val :].reset_index(drop=True)
 
 
@@ -200,13 +226,30 @@ def feature_schema(fit: pd.DataFrame, *, physical: bool) -> dict:
     def stats(s: pd.Series) -> dict:
         v = s.to_numpy(dtype=np.float64)
         q = np.quantile(v, [0.01, 0.5, 0.99])
-        return {"min": float(v.min()), "max": float(v.max()), "mean": float(v.mean()), "std": float(v.std()),
-                "p01": float(q[0]), "p50": float(q[1]), "p99": float(q[2])}
+        return {
+            "min": float(v.min()),
+            "max": float(v.max()),
+            "mean": float(v.mean()),
+            "std": float(v.std()),
+            "p01": float(q[0]),
+            "p50": float(q[1]),
+            "p99": float(q[2]),
+        }
 
     return {
-        "input": {"name": ONNX_INPUT, "dtype": "float32", "shape": [None, len(RAW_COLUMNS)], "columns": RAW_COLUMNS,
-                  "type_codes": TYPE_CODES},
-        "output": {"name": ONNX_OUTPUT, "dtype": "float32", "shape": [None, 1], "meaning": f"probability of {LABEL} = 1"},
+        "input": {
+            "name": ONNX_INPUT,
+            "dtype": "float32",
+            "shape": [None, len(RAW_COLUMNS)],
+            "columns": RAW_COLUMNS,
+            "type_codes": TYPE_CODES,
+        },
+        "output": {
+            "name": ONNX_OUTPUT,
+            "dtype": "float32",
+            "shape": [None, 1],
+            "meaning": f"probability of {LABEL} = 1",
+        },
         "types": {c: ("categorical" if c == "type" else "float") for c in RAW_COLUMNS},
         "engineered_in_graph": engineered_names(physical=physical),
         "ranges": {c: stats(fit[c]) for c in NUMERIC_FEATURES},
@@ -274,16 +317,31 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     prod_path = paths.data_version_dir(data_version) / PRODUCTION_FILE
     if prod_path.is_file():
         prod = check_table(store.read_table(prod_path), where=prod_path)
-        production_metrics = classification_metrics(labels(prod, where=prod_path), model.predict_proba(readings(prod, where=prod_path)),
-                                                     threshold=threshold)
+        production_metrics = classification_metrics(
+            labels(prod, where=prod_path), model.predict_proba(readings(prod, where=prod_path)), threshold=threshold
+        )
         production_metrics["file"] = store.rel(prod_path)
 
-    log.info("trained %s on %s (%d rows, %d held out) in %.2fs: val f1=%.4f precision=%.4f recall=%.4f; parity max|dp|=%.2g",
-             mp.algorithm, data_version, len(fit), len(val), training_seconds, metrics["f1"], metrics["precision"],
-             metrics["recall"], par["max_abs_diff"])
+    log.info(
+        "trained %s on %s (%d rows, %d held out) in %.2fs: val f1=%.4f precision=%.4f recall=%.4f; parity max|dp|=%.2g",
+        mp.algorithm,
+        data_version,
+        len(fit),
+        len(val),
+        training_seconds,
+        metrics["f1"],
+        metrics["precision"],
+        metrics["recall"],
+        par["max_abs_diff"],
+    )
     if production_metrics:
-        log.info("production rows %s: f1=%.4f precision=%.4f recall=%.4f", production_metrics["file"], production_metrics["f1"],
-                 production_metrics["precision"], production_metrics["recall"])
+        log.info(
+            "production rows %s: f1=%.4f precision=%.4f recall=%.4f",
+            production_metrics["file"],
+            production_metrics["f1"],
+            production_metrics["precision"],
+            production_metrics["recall"],
+        )
     return Candidate(
         model_bytes=model_bytes,
         metrics=metrics,
@@ -291,16 +349,25 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         parity=par,
         data_version=data_version,
         data_files=files,
-        config={"data_version": data_version, "features": settings.section("features"),
-                "model_params": settings.section("model_params"), "training": settings.section("training")},
+        config={
+            "data_version": data_version,
+            "features": settings.section("features"),
+            "model_params": settings.section("model_params"),
+            "training": settings.section("training"),
+        },
         feature_schema=feature_schema(fit, physical=physical),
         training_seconds=round(training_seconds, 3),
         estimator=estimator,
     )
 
 
-def train_and_register(settings: Settings, *, trigger: dict, data_version: str | None = None,
-                       gate_fn: Callable[[Candidate], dict | None] | None = None) -> dict:
+def train_and_register(
+    settings: Settings,
+    *,
+    trigger: dict,
+    data_version: str | None = None,
+    gate_fn: Callable[[Candidate], dict | None] | None = None,
+) -> dict:
     """Train on `data_version` (default: config's data.version), optionally gate, register; returns metadata."""
     version = data_version or settings.data.version
     candidate = train_candidate(settings, data_version=version)
@@ -333,8 +400,13 @@ def bootstrap(settings: Settings, *, check_only: bool = False) -> int:
             return 1
         existing = registry.versions()
         if existing:
-            log.error("bootstrap: pinned %s cannot be served (%s); the registry holds %s: pin one of them "
-                      "(python -m services.inference promote vN)", pinned, e, existing)
+            log.error(
+                "bootstrap: pinned %s cannot be served (%s); the registry holds %s: pin one of them "
+                "(python -m services.inference promote vN)",
+                pinned,
+                e,
+                existing,
+            )
             return 1
     md = train_and_register(settings, trigger=BOOTSTRAP_TRIGGER)
     if md["version"] != pinned:

@@ -7,6 +7,7 @@
 Orphans (messages in the processing list whose worker died and whose lease expired) are moved back to
 the queue at start and on every loop. SIGTERM (request_stop) lets the current job finish, then exits.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,9 @@ class Heartbeat(threading.Thread):
         while not self.stopped.wait(interval):
             try:
                 if not self.queue.renew(self.message_id, owner=self.owner):
-                    log.error("job %s: lease lost (held by %s)", self.message_id, self.queue.lease_holder(self.message_id))
+                    log.error(
+                        "job %s: lease lost (held by %s)", self.message_id, self.queue.lease_holder(self.message_id)
+                    )
                 self.queue.set_job(self.message_id, heartbeat_at=utc_now())
             except redis_lib.RedisError as e:
                 log.warning("job %s: heartbeat failed: %s", self.message_id, e)
@@ -53,8 +56,16 @@ class Heartbeat(threading.Thread):
 
 
 class Worker:
-    def __init__(self, *, settings: Settings, redis, max_jobs: int | None = None, poll_s: float = 1.0,
-                 worker_id: str | None = None, orphan_grace_s: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        redis,
+        max_jobs: int | None = None,
+        poll_s: float = 1.0,
+        worker_id: str | None = None,
+        orphan_grace_s: float | None = None,
+    ) -> None:
         self.settings = settings
         self.paths = Paths.from_settings(settings)
         self.registry = Registry(paths=self.paths)
@@ -121,8 +132,16 @@ class Worker:
 
     def run_job(self, message: RetrainMessage) -> None:
         attempts = self.queue.bump_attempts(message.id)
-        self.queue.set_job(message.id, status=RUNNING, worker=self.id, started_at=utc_now(), heartbeat_at=utc_now(),
-                           requested_reason=message.reason, message=message.to_line(), reason="")
+        self.queue.set_job(
+            message.id,
+            status=RUNNING,
+            worker=self.id,
+            started_at=utc_now(),
+            heartbeat_at=utc_now(),
+            requested_reason=message.reason,
+            message=message.to_line(),
+            reason="",
+        )
         log.info("job %s: running (attempt %d, reason %r)", message.id, attempts, message.reason)
         heartbeat = Heartbeat(self.queue, message.id, owner=self.id)
         heartbeat.start()
@@ -135,12 +154,25 @@ class Worker:
             log.exception("job %s: unexpected error", message.id)
             self._failed(message, f"{type(e).__name__}: {e}")
         else:
-            self.queue.set_job(message.id, status=DONE, version=result["version"], data_version=result["data_version"],
-                               created=int(result["created"]), gate_decision=result["gate_decision"],
-                               promoted=int(result["promoted"]), finished_at=utc_now(),
-                               seconds=f"{time.perf_counter() - t0:.2f}")
-            log.info("job %s: done -> %s (%s, gate %s, promoted %s)", message.id, result["version"],
-                     "new" if result["created"] else "existing", result["gate_decision"], result["promoted"])
+            self.queue.set_job(
+                message.id,
+                status=DONE,
+                version=result["version"],
+                data_version=result["data_version"],
+                created=int(result["created"]),
+                gate_decision=result["gate_decision"],
+                promoted=int(result["promoted"]),
+                finished_at=utc_now(),
+                seconds=f"{time.perf_counter() - t0:.2f}",
+            )
+            log.info(
+                "job %s: done -> %s (%s, gate %s, promoted %s)",
+                message.id,
+                result["version"],
+                "new" if result["created"] else "existing",
+                result["gate_decision"],
+                result["promoted"],
+            )
         finally:
             heartbeat.stop()
 

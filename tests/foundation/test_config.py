@@ -36,7 +36,7 @@ def test_missing_config_names_the_file(tmp_path):
         (lambda c: c["data"].update(train_rows=-5), "data.train_rows", "greater than 0"),
         (lambda c: c["training"].update(validation_fraction=1.5), "training.validation_fraction", "less than 1"),
         (lambda c: c["deployment"].update(extra_key=1), "deployment.extra_key", "unknown key"),
-        (lambda c: c.pop("redis"), "redis", "required key is missing"),
+        (lambda c: c.pop("redis"), "redis", "required key missing: redis"),
         (lambda c: c["deployment"].update(model_version="../v1"), "deployment.model_version", "pattern"),
         (lambda c: c["model_params"].update(algorithm="xgboost"), "model_params.algorithm", "random_forest"),
         (lambda c: c["deployment"]["input_ranges"].update(torque_nm=[5, 1]), "deployment.input_ranges", "low must be below high"),
@@ -92,3 +92,13 @@ def test_every_service_stops_on_a_bad_config_with_one_line(tmp_path, service, ar
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines == [f"config error: {path}: model_params.n_estimators: Input should be a valid integer (got 'abc')"]
+
+
+def test_a_typo_names_the_unknown_key_first(tmp_path):
+    path = write_project(tmp_path)
+    _edit(path, lambda c: c["model_params"].update(n_estimatorz=c["model_params"].pop("n_estimators")))
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    message = str(err.value)
+    assert message.startswith(f"{path}: model_params.n_estimatorz: unknown key"), message
+    assert "required key missing: model_params.n_estimators" in message

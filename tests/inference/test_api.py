@@ -45,10 +45,11 @@ def test_predict_accepts_snake_case_and_agrees_with_dataset_names(client):
 
 
 def test_predict_matches_the_onnx_model(client, served):
+    import pandas as pd
+
     from shared.features import encode_readings
     from shared.paths import Paths
     from shared.registry import Registry
-    import pandas as pd
 
     model, _ = Registry(paths=Paths.from_settings(served)).load_model("v1")
     for reading in (SNAKE, FAILING):

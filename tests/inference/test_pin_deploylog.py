@@ -7,13 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from services.inference.__main__ import main as cli
 from shared import deploylog, pin
 from shared.config import load_settings
 from shared.errors import ConfigError, InvalidVersionError, ModelLoadError, NotFoundError
 from shared.paths import Paths
 from shared.schemas import DEPLOYMENT_LOG_COLUMNS
-
-from services.inference.__main__ import main as cli
 
 
 def changed_lines(before: str, after: str) -> list[tuple[str, str]]:

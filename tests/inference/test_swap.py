@@ -10,7 +10,6 @@ import httpx
 import pytest
 
 from shared import deploylog, pin
-
 from tests.conftest import wait_for
 from tests.inference.test_api import SNAKE
 
@@ -150,8 +149,8 @@ def test_a_missing_pinned_version_is_loaded_once_it_appears(client, served, path
 def test_same_instance_id_twice_is_refused(served):
     from fastapi.testclient import TestClient
 
-    from shared.errors import ClockworkError
     from services.inference.app import create_app
+    from shared.errors import ClockworkError
 
     with TestClient(create_app(served, instance_id="dup")):
         with pytest.raises(ClockworkError, match="another running instance"):

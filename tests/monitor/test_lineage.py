@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from shared.lineage import lineage
 from shared.deploylog import append_event
 from shared.errors import NotFoundError
+from shared.lineage import lineage
 from shared.registry import Registry
 from tests.monitor.helpers import day2, stamp, write_traffic
 

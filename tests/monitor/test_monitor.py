@@ -8,10 +8,9 @@ import pytest
 
 from services.monitor.monitor import Monitor
 from services.monitor.state import load_state, save_state
-from services.monitor.trigger import parse_time
 from shared.errors import MonitorBusyError
 from shared.paths import Paths, RedisKeys
-from shared.schemas import parse_retrain_message
+from shared.schemas import parse_retrain_message, parse_utc
 from tests.monitor.helpers import day2, write_traffic
 
 UNTOUCHED = {"drift:rotational_speed_rpm", "drift:torque_nm", "drift:tool_wear_min"}
@@ -24,7 +23,7 @@ def with_monitoring(settings, **changes):
 def age_last_trigger(paths, redis_client, settings, *, seconds: float) -> None:
     """Move the recorded last trigger back in time, in the state file and in Redis (as if time passed)."""
     state = load_state(paths.monitor_state)
-    old = (parse_time(state.last_trigger["time"]) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    old = (parse_utc(state.last_trigger["time"]) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     state.last_trigger["time"] = old
     save_state(paths.monitor_state, state)
     key = RedisKeys.from_settings(settings).monitor_cooldown

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 
 from services.trainer.train import COMMAND_TRIGGER, train_candidate
 from shared.atomic import sha256_bytes
-from shared.errors import ModelLoadError, NotFoundError, InvalidVersionError
+from shared.errors import InvalidVersionError, ModelLoadError, NotFoundError
 from shared.onnx_model import load_session
 from shared.paths import Paths
 from shared.registry import Registry, metadata_json

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 
-
 from services.trainer.retrain import run_retrain
 from services.trainer.train import COMMAND_TRIGGER, train_and_register
 from services.trainer.worker import Worker
