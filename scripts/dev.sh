@@ -2,6 +2,7 @@
 # Clockwork developer commands (no Docker needed):
 #   scripts/dev.sh setup   create .venv and install the pinned dependencies (idempotent)
 #   scripts/dev.sh test    setup, then run the test suite
+#   scripts/dev.sh lint    setup, then ruff and mypy over services/ and shared/
 #   scripts/dev.sh local   setup, then run the whole system as local processes with an embedded Redis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,11 @@ setup() {
     .venv/bin/python -m pip install --quiet -r requirements-dev.txt
     echo "$want" > "$stamp"
   fi
+  # The project itself, editable: `import services`, `import shared` work from any folder.
+  if ! .venv/bin/python -c "import shared, services" 2>/dev/null \
+      || [ "$(.venv/bin/python -c 'import shared, pathlib; print(pathlib.Path(shared.__file__).resolve().parent.parent)')" != "$(pwd -P)" ]; then
+    .venv/bin/python -m pip install --quiet --no-deps -e .
+  fi
 }
 
 cmd=${1:-}
@@ -26,6 +32,7 @@ shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup; exec .venv/bin/python -m pytest "$@" ;;
+  lint) setup; .venv/bin/ruff check services shared scripts bench && exec .venv/bin/mypy ;;
   local) setup; exec .venv/bin/python scripts/run_local.py "$@" ;;
-  *) echo "usage: scripts/dev.sh setup|test|local [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/dev.sh setup|test|lint|local [args]" >&2; exit 2 ;;
 esac

@@ -170,7 +170,8 @@ class DataStore:
             if existing and existing[-1].sha256 != digest:
                 raise VersionExistsError(
                     f"{rel} in data version {data_version} already holds different content "
-                    f"(sha256 {existing[-1].sha256}, new {digest}); versions are immutable: bump the version name in config.yaml"
+                    f"(sha256 {existing[-1].sha256}, new {digest}); "
+                    "versions are immutable: bump the version name in config.yaml"
                 )
             if on_disk is not None and on_disk != digest:
                 raise VersionExistsError(

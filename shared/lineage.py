@@ -20,7 +20,7 @@ from shared.atomic import sha256_file
 from shared.datastore import DataStore
 from shared.deploylog import serving_at
 from shared.errors import DataValidationError, NotFoundError, explain
-from shared.paths import Paths
+from shared.paths import LOG_SUFFIX, Paths
 from shared.registry import Registry
 from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord
 
@@ -32,10 +32,10 @@ def _scan(directory: Path, request_id: str) -> list[tuple[Path, int, bytes]]:
     """(file, line number, line) of any *.jsonl in `directory` that mention request_id (cheap substring test,
     then parsed)."""
     needle = request_id.encode("utf-8")
-    found = []
+    found: list[tuple[Path, int, bytes]] = []
     if not directory.is_dir():
         return found
-    for path in sorted(directory.glob("*.jsonl")):
+    for path in sorted(directory.glob(f"*{LOG_SUFFIX}")):
         with open(path, "rb") as f:
             for n, line in enumerate(f, start=1):
                 if needle in line and line.endswith(b"\n"):

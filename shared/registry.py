@@ -140,7 +140,8 @@ class Registry:
         actual = sha256_bytes(data)
         if actual != md["onnx_sha256"]:
             raise ModelLoadError(
-                f"{model_path}: sha256 {actual} does not match metadata onnx_sha256 {md['onnx_sha256']} (version {version}); refusing to load"
+                f"{model_path}: sha256 {actual} does not match metadata onnx_sha256 {md['onnx_sha256']} "
+                f"(version {version}); refusing to load"
             )
         check_no_external_data(parse_model(data, name=str(model_path)), name=f"{model_path} (version {version})")
         return data, md
@@ -215,7 +216,7 @@ class Registry:
 
     def remove_stale_temp(self, *, older_than_s: float = 3600.0) -> list[str]:
         """Delete `.tmp-*` folders left by killed trainers (older than `older_than_s`)."""
-        removed = []
+        removed: list[str] = []
         if not self.dir.is_dir():
             return removed
         now = time.time()
