@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.errors import ConfigError, explain
 
@@ -206,9 +206,30 @@ class RedisConfig(_Strict):
     retrain_queue: Annotated[str, Field(min_length=1)]
     processing_queue: Annotated[str, Field(min_length=1)]
     dead_letter_queue: Annotated[str, Field(min_length=1)]
+    # Namespaces: a job id is free text, so the job hash, its lease and the monitor's own keys live under
+    # prefixes no id can cross (checked below): no id can address another key.
     job_key_prefix: Annotated[str, Field(min_length=1)]
+    lease_key_prefix: Annotated[str, Field(min_length=1)]
+    monitor_key_prefix: Annotated[str, Field(min_length=1)]
     lease_s: PosFloat
+    max_message_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)]
     embedded_data_dir: RelPath
+
+    @model_validator(mode="after")
+    def _namespaces_apart(self) -> RedisConfig:
+        """`<job prefix>:<id>` must never equal `<lease prefix>:<id>`, a queue or a monitor key, for any id."""
+        spaces = {"job_key_prefix": self.job_key_prefix, "lease_key_prefix": self.lease_key_prefix,
+                  "monitor_key_prefix": self.monitor_key_prefix}
+        for name, prefix in spaces.items():
+            for other_name, other in spaces.items():
+                if name != other_name and (prefix + ":").startswith(other + ":"):
+                    raise ValueError(f"{name} {prefix!r} lies inside {other_name} {other!r}: "
+                                     "a job id could then address the other's keys")
+            for queue in ("retrain_queue", "processing_queue", "dead_letter_queue"):
+                if getattr(self, queue).startswith(prefix + ":"):
+                    raise ValueError(f"{queue} {getattr(self, queue)!r} lies inside {name} {prefix!r}: "
+                                     "a job id could then address the queue")
+        return self
 
 
 class Settings(_Strict):

@@ -148,25 +148,34 @@ class Paths:
 
 @dataclass(frozen=True)
 class RedisKeys:
-    """Every Redis key and queue name. Construct with `RedisKeys.from_settings(settings)`."""
+    """Every Redis key and queue name. Construct with `RedisKeys.from_settings(settings)`.
+
+    Job ids are free text (`^[A-Za-z0-9_.:-]{1,128}$`): the job hashes, the leases and the monitor's keys each
+    live under their own prefix, and config refuses prefixes that nest, so no id can name another key.
+    """
 
     retrain_queue: str
     processing_queue: str
     dead_letter_queue: str
     job_key_prefix: str
+    lease_key_prefix: str
+    monitor_key_prefix: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisKeys:
         r = settings.redis
-        return cls(r.retrain_queue, r.processing_queue, r.dead_letter_queue, r.job_key_prefix)
+        return cls(r.retrain_queue, r.processing_queue, r.dead_letter_queue, r.job_key_prefix,
+                   r.lease_key_prefix, r.monitor_key_prefix)
 
     def job(self, message_id: str) -> str:
         """Hash holding one job's status (queued, running, done with version, failed with reason)."""
         return f"{self.job_key_prefix}:{message_id}"
 
     def job_lock(self, message_id: str) -> str:
-        return f"{self.job_key_prefix}:{message_id}:lock"
+        """The lease of the worker running a job (SET NX PX, renewed by its heartbeat)."""
+        return f"{self.lease_key_prefix}:{message_id}"
 
     @property
     def monitor_cooldown(self) -> str:
-        return f"{self.job_key_prefix}:monitor:last_trigger"
+        """The monitor's record of the last retrain message it sent (outside the job namespace)."""
+        return f"{self.monitor_key_prefix}:last_trigger"

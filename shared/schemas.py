@@ -82,19 +82,59 @@ class RetrainMessage(_Record):
     # Train on the training data plus the labelled production data the monitor gathered.
     include_production: bool = True
     # Override the data version to train on (default: build a new one, or config's data.version).
-    data_version: str | None = None
+    data_version: Annotated[str, Field(pattern=r"^v[0-9]+_[a-z0-9_]+$")] | None = None
 
 
-def parse_retrain_message(raw: bytes | str) -> RetrainMessage:
-    """Validate a raw queue payload; MessageError names what is wrong."""
+# Limits on what a message may carry (a message is a request, not a payload). `max_bytes` comes from
+# config (redis.max_message_bytes); nesting deeper than MAX_MESSAGE_DEPTH is refused before any parser recurses.
+DEFAULT_MAX_MESSAGE_BYTES = 65536
+MAX_MESSAGE_DEPTH = 32
+
+
+def _nesting_depth(text: str) -> int:
+    """The deepest nesting of JSON arrays/objects in `text` (strings skipped), without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_retrain_message(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> RetrainMessage:
+    """Validate a raw queue payload; MessageError names what is wrong.
+
+    Never raises anything else for any input: over `max_bytes`, nested deeper than MAX_MESSAGE_DEPTH, not UTF-8,
+    not JSON, not an object, or a field the schema refuses (an unsafe data_version such as `../../etc`).
+    """
+    size = len(raw.encode("utf-8", errors="surrogatepass")) if isinstance(raw, str) else len(raw)
+    if size > max_bytes:
+        raise MessageError(f"retrain message is {size} bytes, over the limit of {max_bytes} (redis.max_message_bytes)")
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     except UnicodeDecodeError as e:
         raise MessageError(f"retrain message is not UTF-8: {e}") from e
+    depth = _nesting_depth(text)
+    if depth > MAX_MESSAGE_DEPTH:
+        raise MessageError(f"retrain message nests {depth} levels deep, over the limit of {MAX_MESSAGE_DEPTH}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise MessageError(f"retrain message is not JSON: {e.msg} at position {e.pos}") from e
+    except (RecursionError, ValueError) as e:  # e.g. a number too long to convert
+        raise MessageError(f"retrain message is not acceptable JSON: {type(e).__name__}: {e}") from e
     if not isinstance(data, dict):
         raise MessageError(f"retrain message must be a JSON object, got {type(data).__name__}")
     try:
