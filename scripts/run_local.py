@@ -136,11 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         local.start_redis()
-        local.run_once("prep")
+        local.run_once("prep", "run")
         local.run_once("trainer", "bootstrap")
         local.start("trainer", "trainer", "worker")
-        local.start("inference", "inference")
-        local.start("monitor", "monitor")
+        local.start("inference", "inference", "serve")
+        local.start("monitor", "monitor", "run")
         log.info("inference on http://%s:%d  (Ctrl-C stops everything)", settings.deployment.host, settings.deployment.port)
         return local.watch()
     finally:

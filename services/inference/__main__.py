@@ -1,9 +1,13 @@
-"""python -m services.inference [serve|promote vN|rollback|status] [--config PATH]
+"""python -m services.inference [serve|promote vN|rollback|status] [args] [--config PATH]
 
-serve          run the API with uvicorn on deployment.host:deployment.port (default command)
-promote vN     pin vN in config.yaml (validated, comments kept, atomic); running services swap to it
-rollback       pin the version that served before the current one (from deployment_log.csv)
-status         print the pin, the registry's versions and the last deployment rows
+serve [--instance-id ID]  run the API with uvicorn on deployment.host:deployment.port (the default command)
+promote vN                pin vN in config.yaml (validated, comments kept, atomic); running services swap to it
+rollback                  pin the version that served before the current one (from deployment_log.csv)
+status                    print the pin, the registry's versions and the last deployment rows on stdout
+
+The command line follows shared.cli: --config before or after the command (else $CLOCKWORK_CONFIG, else
+./config.yaml), answers on stdout, logs on stderr, exit 0 done, 1 failed (serve: the app did not start),
+2 usage or config error.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
-from shared.config import load_settings_or_exit
-from shared.errors import ClockworkError
-from shared.logging_setup import configure_logging
+from shared.cli import Cli, answer
+from shared.config import Settings
 from shared.paths import Paths
 
 log = logging.getLogger("services.inference")
@@ -24,7 +28,7 @@ def uvicorn_config(app, *, host: str, port: int, **overrides):
     """The server settings the service runs with (the benchmark gives its baseline the very same)."""
     import uvicorn
 
-    options = dict(
+    options: dict[str, Any] = dict(
         host=host,
         port=port,
         workers=1,
@@ -48,74 +52,78 @@ def serve(app, *, host: str, port: int) -> bool:
     return server.started
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.inference", description="Serve the pinned model; promote or roll back."
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    from services.inference.app import create_app
+
+    app = create_app(settings, instance_id=args.instance_id)
+    log.info(
+        "serving on http://%s:%d (pinned %s, config %s)",
+        settings.deployment.host,
+        settings.deployment.port,
+        settings.deployment.model_version,
+        settings.config_path,
     )
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "promote", "rollback", "status"])
-    parser.add_argument("version", nargs="?", help="promote: the model version to pin, e.g. v3")
-    parser.add_argument("--config", help="config.yaml path (default: $CLOCKWORK_CONFIG or ./config.yaml)")
-    parser.add_argument(
+    return 0 if serve(app, host=settings.deployment.host, port=settings.deployment.port) else 1
+
+
+def promote(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import pin
+
+    previous = pin.set_pin(settings.config_path, args.version, paths=Paths.from_settings(settings), event="promote")
+    if previous == args.version:
+        log.info("%s is already pinned in %s; nothing changed", args.version, settings.config_path)
+    else:
+        log.info(
+            "pinned %s (was %s) in %s; running services swap within %.1fs",
+            args.version,
+            previous,
+            settings.config_path,
+            settings.deployment.reload_interval_s,
+        )
+    return 0
+
+
+def rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import pin
+
+    current, target = pin.rollback(settings.config_path, paths=Paths.from_settings(settings))
+    log.info("rolled back: pinned %s (was %s) in %s", target, current, settings.config_path)
+    return 0
+
+
+def status(args: argparse.Namespace, settings: Settings) -> int:
+    from shared import deploylog, pin
+    from shared.registry import Registry
+
+    paths = Paths.from_settings(settings)
+    lines = [
+        f"pinned: {pin.read_pin(settings.config_path)} in {settings.config_path}",
+        f"registry: {', '.join(Registry(paths=paths).versions()) or '(empty)'}",
+    ]
+    for row in deploylog.read_rows(paths)[-10:]:
+        lines.append(
+            f"deployment: {row['time']} {row['event']} {row['version']} (was {row['previous_version'] or '-'})"
+            f" by {row['instance_id']} {row['detail']}"
+        )
+    answer("\n".join(lines))
+    return 0
+
+
+def build_cli() -> Cli:
+    cli = Cli("inference", description="Serve the pinned model; promote or roll back.", default="serve")
+    s = cli.command("serve", serve_command, summary="run the API on deployment.host:deployment.port")
+    s.add_argument(
         "--instance-id", help="this replica's id: names its log files (default: $CLOCKWORK_INSTANCE_ID or host-pid)"
     )
-    args = parser.parse_args(argv)
-    if args.command == "promote" and not args.version:
-        parser.error("promote needs a version, e.g. promote v3")
-    if args.command != "promote" and args.version:
-        parser.error(f"{args.command} takes no version")
-    configure_logging("inference")
-    settings = load_settings_or_exit(args.config)
-    paths = Paths.from_settings(settings)
-    from shared import deploylog, pin
+    p = cli.command("promote", promote, summary="pin a model version in config.yaml; running services swap to it")
+    p.add_argument("version", help="the model version to pin, e.g. v3")
+    cli.command("rollback", rollback, summary="pin the version that served before the current one")
+    cli.command("status", status, summary="print the pin, the registry's versions and the last deployment rows")
+    return cli
 
-    try:
-        if args.command == "serve":
-            from services.inference.app import create_app
 
-            app = create_app(settings, instance_id=args.instance_id)
-            log.info(
-                "serving on http://%s:%d (pinned %s, config %s)",
-                settings.deployment.host,
-                settings.deployment.port,
-                settings.deployment.model_version,
-                settings.config_path,
-            )
-            return 0 if serve(app, host=settings.deployment.host, port=settings.deployment.port) else 3
-        if args.command == "promote":
-            previous = pin.set_pin(settings.config_path, args.version, paths=paths, event="promote")
-            if previous == args.version:
-                log.info("%s is already pinned in %s; nothing changed", args.version, settings.config_path)
-            else:
-                log.info(
-                    "pinned %s (was %s) in %s; running services swap within %.1fs",
-                    args.version,
-                    previous,
-                    settings.config_path,
-                    settings.deployment.reload_interval_s,
-                )
-            return 0
-        if args.command == "rollback":
-            current, target = pin.rollback(settings.config_path, paths=paths)
-            log.info("rolled back: pinned %s (was %s) in %s", target, current, settings.config_path)
-            return 0
-        from shared.registry import Registry
-
-        log.info("pinned: %s in %s", pin.read_pin(settings.config_path), settings.config_path)
-        log.info("registry: %s", ", ".join(Registry(paths=paths).versions()) or "(empty)")
-        for row in deploylog.read_rows(paths)[-10:]:
-            log.info(
-                "deployment: %s %s %s (was %s) by %s %s",
-                row["time"],
-                row["event"],
-                row["version"],
-                row["previous_version"] or "-",
-                row["instance_id"],
-                row["detail"],
-            )
-        return 0
-    except ClockworkError as e:
-        log.error("%s failed: %s", args.command, e)
-        return 1
+def main(argv: list[str] | None = None) -> int:
+    return build_cli().run(argv)
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ def test_verify_reports_each_mismatch(prepped):
     assert any(p.startswith("missing: data/production/v4_day2/natural.csv") for p in problems)
     proc = subprocess.run([sys.executable, "-m", "services.prep", "verify", "--config", str(prepped.config_path)],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 1 and "mismatch: data/processed/v3_split/train.csv" in proc.stderr
+    assert proc.returncode == 1 and "mismatch: data/processed/v3_split/train.csv" in proc.stdout
 
 
 def test_next_data_version_number_follows_existing_versions(prepped):
