@@ -24,8 +24,8 @@ from shared.atomic import sha256_bytes
 from shared.config import Settings
 from shared.errors import DataValidationError, NotFoundError
 from shared.features import LABEL, RAW_COLUMNS, encode_readings
-from shared.paths import Paths, check_model_version
-from shared.pin import read_pin
+from shared.paths import Paths
+from shared.pin import pinned_version
 from shared.registry import Registry
 from shared.schemas import utc_now
 
@@ -44,11 +44,6 @@ def _default_scorer(model_bytes: bytes, *, name: str) -> Scorer:
     from shared.onnx_model import load_session
 
     return load_session(model_bytes, name=name)
-
-
-def pinned_version(settings: Settings) -> str:
-    """The version pinned in config.yaml now (the file, not the settings loaded at start-up)."""
-    return check_model_version(read_pin(settings.config_path))
 
 
 def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> dict:
