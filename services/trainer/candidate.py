@@ -1,7 +1,8 @@
 """A candidate: a trained, exported and evaluated model not yet registered, and the record it will carry.
 
-`Candidate.metadata` is every metadata.json field except the ones the registry sets. `doc_string` is written
-into the ONNX file. Nothing is written here.
+`Candidate.metadata` is every metadata.json field except the ones the registry sets; the gate's decision goes in
+as `GateDecision.model_dump()` (the stored dict). `doc_string` is written into the ONNX file. Nothing is written
+here.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.trainer.gate import GateDecision
 from shared.config import Settings
 from shared.features import LABEL, NUMERIC_FEATURES, ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, engineered_names
 from shared.gitinfo import git_info
@@ -37,7 +39,7 @@ class Candidate:
     training_seconds: float
     estimator: Any = field(repr=False)
 
-    def metadata(self, *, trigger: dict, gate: dict | None) -> dict[str, Any]:
+    def metadata(self, *, trigger: dict, gate: GateDecision | None) -> dict[str, Any]:
         """Every metadata.json field except the ones the registry sets (version, created_at, sha256, size)."""
         return {
             "data_version": self.data_version,
@@ -51,7 +53,7 @@ class Candidate:
             "library_versions": library_versions(),
             "training_seconds": self.training_seconds,
             "trigger": trigger,
-            "gate": gate,
+            "gate": None if gate is None else gate.model_dump(mode="json"),
         }
 
 

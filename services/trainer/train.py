@@ -35,6 +35,7 @@ from services.trainer.dataset import (
 from services.trainer.estimator import build_estimator, fit_kwargs
 from services.trainer.evaluate import classification_metrics, parity
 from services.trainer.export import export
+from services.trainer.gate import GateDecision
 from shared.config import Settings
 from shared.datastore import DataStore
 from shared.errors import ClockworkError, DataValidationError, ExportError
@@ -141,7 +142,7 @@ def train_and_register(
     *,
     trigger: dict,
     data_version: str | None = None,
-    gate_fn: Callable[[Candidate], dict | None] | None = None,
+    gate_fn: Callable[[Candidate], GateDecision | None] | None = None,
 ) -> dict[str, Any]:
     """Train on `data_version` (default: config's data.version), optionally gate, register; returns metadata."""
     version = data_version or settings.data.version
