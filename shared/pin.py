@@ -10,6 +10,9 @@
   4. the file is replaced atomically (temp file, fsync, rename), so a service polling it sees the old
      or the new file, never a part; concurrent pinners are serialised by a lock on the folder;
   5. a `promote` (or `rollback`) row goes to deployment_log.csv.
+
+`read_pin` and `pinned_version` read the file as it is now (not the settings loaded at start-up): the monitor
+and the retrain gate ask which version serves through `pinned_version`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
+from ruamel.yaml import YAML
 
+from shared import deploylog
 from shared.atomic import atomic_write_text
+from shared.config import Settings, load_settings
 from shared.errors import ConfigError, NotFoundError
 from shared.paths import Paths, check_model_version
+from shared.registry import Registry
 
 _SECTION_RE = re.compile(r"^deployment:[ \t]*(#.*)?\r?\n?$")
 _VALUE_RE = re.compile(
@@ -51,6 +58,11 @@ def read_pin(config_path: str | os.PathLike) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{path}: deployment.model_version: must be a string like v3, got {value!r}")
     return value
+
+
+def pinned_version(settings: Settings) -> str:
+    """The version pinned in config.yaml now (the file, not the settings loaded at start-up)."""
+    return check_model_version(read_pin(settings.config_path))
 
 
 def default_actor() -> str:
@@ -97,8 +109,6 @@ def _line_edit(text: str, version: str) -> str | None:
 
 
 def _ruamel_edit(text: str, version: str) -> str:
-    from ruamel.yaml import YAML
-
     ry = YAML()  # round trip: comments and order survive
     ry.preserve_quotes = True
     data = ry.load(text)
@@ -130,8 +140,6 @@ def edit_pin_text(text: str, version: str, *, where: str = "config.yaml") -> str
 
 
 def _check_loads(config_path: Path, text: str) -> None:
-    from shared.config import load_settings
-
     fd, tmp = tempfile.mkstemp(prefix=f".{config_path.name}.pin-", suffix=".yaml", dir=config_path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -146,8 +154,6 @@ def _check_loads(config_path: Path, text: str) -> None:
 
 def check_servable(paths: Paths, version: str) -> dict:
     """The version's metadata if it is complete in the registry and its model.onnx matches its sha256."""
-    from shared.registry import Registry
-
     check_model_version(version)
     registry = Registry(paths=paths)
     if version not in registry.versions():
@@ -170,8 +176,6 @@ def set_pin(
     detail: str = "",
 ) -> str:
     """Pin `version` (validated, comments kept, atomic); log a `promote`/`rollback` row. Returns the old pin."""
-    from shared import deploylog
-
     if event not in ("promote", "rollback"):
         raise ValueError(f"set_pin event must be promote or rollback, got {event!r}")
     config_path = Path(config_path)
@@ -198,8 +202,6 @@ def set_pin(
 
 def rollback(config_path: str | os.PathLike, *, paths: Paths, actor: str | None = None) -> tuple[str, str]:
     """Pin the version that served before the current pin (from deployment_log). Returns (from, to)."""
-    from shared import deploylog
-
     current = read_pin(config_path)
     target = deploylog.rollback_target(deploylog.read_rows(paths), current)
     if target is None:

@@ -34,8 +34,8 @@ from shared.config import Settings
 from shared.datastore import DataStore
 from shared.errors import ClockworkError, MonitorBusyError
 from shared.features import NUMERIC_FEATURES, RAW_COLUMNS
-from shared.gate import pinned_version
 from shared.paths import Paths, version_number
+from shared.pin import pinned_version
 from shared.registry import Registry
 from shared.schemas import utc_now
 

@@ -2,7 +2,7 @@
 
     take (BLMOVE queue -> processing) -> validate (malformed: dead letter, keep going)
     -> already done? / lease held by another worker? -> lease (SET NX PX) + heartbeat
-    -> services.trainer.retrain.run_retrain -> status done (version) or failed (reason) -> ack
+    -> services.trainer.retrain.run_retrain -> status done (RetrainResult.job_fields) or failed (reason) -> ack
 
 Orphans (messages in the processing list whose worker died and whose lease expired) are moved back to
 the queue at start and on every loop. SIGTERM (request_stop) lets the current job finish, then exits.
@@ -157,21 +157,17 @@ class Worker:
             self.queue.set_job(
                 message.id,
                 status=DONE,
-                version=result["version"],
-                data_version=result["data_version"],
-                created=int(result["created"]),
-                gate_decision=result["gate_decision"],
-                promoted=int(result["promoted"]),
+                **result.job_fields(),
                 finished_at=utc_now(),
                 seconds=f"{time.perf_counter() - t0:.2f}",
             )
             log.info(
                 "job %s: done -> %s (%s, gate %s, promoted %s)",
                 message.id,
-                result["version"],
-                "new" if result["created"] else "existing",
-                result["gate_decision"],
-                result["promoted"],
+                result.version,
+                "new" if result.created else "existing",
+                result.gate_decision,
+                result.promoted,
             )
         finally:
             heartbeat.stop()

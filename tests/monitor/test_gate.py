@@ -1,12 +1,15 @@
 """The gate: candidate and serving model scored on the same labelled window; promote only if better by the margin."""
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 
+from services.trainer.gate import GateDecision, decide
 from shared.errors import DataValidationError
 from shared.features import LABEL
-from shared.gate import decide
 from shared.registry import Registry
 from tests.monitor.helpers import day2, stamp
 
@@ -38,15 +41,15 @@ class Oracle:
 def test_an_identical_candidate_is_kept_by_the_margin(trained, paths, window):
     v1_bytes, md = Registry(paths=paths).load_verified("v1")
     result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_version_hint="v2")
-    assert result["decision"] == "keep"
-    assert result["candidate"]["f1"] == result["serving"]["f1"] and result["difference"] == 0.0
-    assert result["serving"]["version"] == "v1" and result["serving"]["onnx_sha256"] == md["onnx_sha256"]
-    assert result["metric"] == "f1" and result["margin"] == 0.01 and result["auto_promote"] is True
-    assert result["window"] == {"rows": 800, "positives": int(window[LABEL].sum()), "first_time": stamp(0),
-                                "last_time": stamp(799), "served_by": {"v1": 800}}
-    assert "less than the margin" in result["reason"]
+    assert result.decision == "keep" and not result.promote
+    assert result.candidate.scores == result.serving.scores and result.difference == 0.0
+    assert result.serving.version == "v1" and result.serving.onnx_sha256 == md["onnx_sha256"]
+    assert result.metric == "f1" and result.margin == 0.01 and result.auto_promote is True
+    assert result.window.model_dump() == {"rows": 800, "positives": int(window[LABEL].sum()), "first_time": stamp(0),
+                                          "last_time": stamp(799), "served_by": {"v1": 800}}
+    assert "less than the margin" in result.reason
     # With no margin, "at least as good" promotes.
-    assert decide(settings=with_gate(trained, margin=0.0), paths=paths, candidate_bytes=v1_bytes, window=window)["decision"] == "promote"
+    assert decide(settings=with_gate(trained, margin=0.0), paths=paths, candidate_bytes=v1_bytes, window=window).decision == "promote"
 
 
 def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, window):
@@ -56,9 +59,9 @@ def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, 
         return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name)
 
     result = decide(settings=trained, paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
-    assert result["decision"] == "promote" and result["candidate"]["f1"] == 1.0 and result["serving"]["f1"] < 0.99
+    assert result.decision == "promote" and result.candidate.scores.f1 == 1.0 and result.serving.scores.f1 < 0.99
     kept = decide(settings=with_gate(trained, auto_promote=False), paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
-    assert kept["decision"] == "keep" and "auto_promote is false" in kept["reason"]
+    assert kept.decision == "keep" and "auto_promote is false" in kept.reason
 
 
 def test_the_gate_metric_is_configurable(trained, paths, window):
@@ -67,15 +70,15 @@ def test_the_gate_metric_is_configurable(trained, paths, window):
     def scorer(model_bytes, *, name):  # flags everything: recall 1, precision tiny
         return Oracle(np.ones(len(window))) if model_bytes == b"all" else load_session(model_bytes, name=name)
 
-    assert decide(settings=trained, paths=paths, candidate_bytes=b"all", window=window, scorer=scorer)["decision"] == "keep"
+    assert decide(settings=trained, paths=paths, candidate_bytes=b"all", window=window, scorer=scorer).decision == "keep"
     assert decide(settings=with_gate(trained, metric="recall"), paths=paths, candidate_bytes=b"all", window=window,
-                  scorer=scorer)["decision"] == "promote"
+                  scorer=scorer).decision == "promote"
 
 
 def test_an_empty_window_keeps_and_a_window_without_labels_is_refused(trained, paths, window):
     v1_bytes, _ = Registry(paths=paths).load_verified("v1")
     result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window.iloc[:0])
-    assert result["decision"] == "keep" and result["window"]["rows"] == 0
+    assert result.decision == "keep" and result.window.rows == 0 and result.candidate.scores is None
     with pytest.raises(DataValidationError, match="machine_failure"):
         decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window.drop(columns=[LABEL]))
 
@@ -87,7 +90,7 @@ def test_the_serving_model_is_the_pin_read_now(trained, paths, window):
     train_and_register(trained, trigger={"kind": "command", "command": "test"})
     set_pin(trained.config_path, "v2", paths=paths)
     v1_bytes, _ = Registry(paths=paths).load_verified("v1")
-    assert decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window)["serving"]["version"] == "v2"
+    assert decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window).serving.version == "v2"
 
 
 def test_a_window_with_too_few_failures_keeps_the_serving_model(trained, paths, window):
@@ -99,7 +102,41 @@ def test_a_window_with_too_few_failures_keeps_the_serving_model(trained, paths, 
     positives = int(window[LABEL].sum())
     strict = with_gate(trained, min_positives=positives + 1)
     result = decide(settings=strict, paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
-    assert result["decision"] == "keep"
-    assert f"holds {positives} failure(s)" in result["reason"] and "min_positives" in result["reason"]
+    assert result.decision == "keep"
+    assert f"holds {positives} failure(s)" in result.reason and "min_positives" in result.reason
     assert decide(settings=with_gate(trained, min_positives=positives), paths=paths, candidate_bytes=b"oracle",
-                  window=window, scorer=scorer)["decision"] == "promote"
+                  window=window, scorer=scorer).decision == "promote"
+
+
+def test_the_stored_decision_is_flat_and_loads_back_unchanged(trained, paths, window):
+    v1_bytes, md = Registry(paths=paths).load_verified("v1")
+    result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_version_hint="v2")
+    stored = result.model_dump(mode="json")
+    score_keys = {"f1", "precision", "recall", "accuracy", "error_rate", "confusion_matrix"}
+    assert set(stored) == {"decision", "reason", "metric", "margin", "auto_promote", "threshold", "decided_at",
+                           "window", "candidate", "serving", "difference"}
+    assert set(stored["candidate"]) == {"version_hint", "onnx_sha256"} | score_keys
+    assert set(stored["serving"]) == {"version", "onnx_sha256"} | score_keys
+    assert stored["candidate"]["version_hint"] == "v2" and stored["serving"]["onnx_sha256"] == md["onnx_sha256"]
+    assert stored["candidate"]["confusion_matrix"] == result.candidate.scores.confusion_matrix
+    assert GateDecision.model_validate(stored) == result
+    assert GateDecision.model_validate(json.loads(json.dumps(stored))).model_dump(mode="json") == stored
+
+
+def test_without_a_serving_model_the_candidate_wins_and_the_record_says_why(trained, paths, window):
+    v1_bytes, _ = Registry(paths=paths).load_verified("v1")
+    shutil.rmtree(paths.model_dir("v1"))
+    result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window)
+    assert result.decision == "promote" and "no serving model to compare with" in result.reason
+    stored = result.model_dump(mode="json")
+    assert set(stored["serving"]) == {"version", "error"} and stored["serving"]["version"] == "v1"
+    assert "difference" not in stored and stored["candidate"]["version_hint"] is None
+    assert stored["candidate"]["f1"] == result.candidate.scores.f1
+    assert GateDecision.model_validate(stored) == result
+
+
+def test_an_empty_window_is_stored_without_scores(trained, paths, window):
+    v1_bytes, _ = Registry(paths=paths).load_verified("v1")
+    stored = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window.iloc[:0]).model_dump()
+    assert stored["window"] == {"rows": 0, "positives": 0, "first_time": None, "last_time": None}
+    assert set(stored["candidate"]) == {"version_hint", "onnx_sha256"} and stored["serving"] == {"version": "v1"}

@@ -220,7 +220,7 @@ def test_a_swap_to_a_version_with_bad_metadata_keeps_the_old_model_and_says_why(
 
 
 def test_the_gate_refuses_to_judge_against_a_serving_model_with_bad_metadata(project):
-    from shared.gate import decide
+    from services.trainer.gate import decide
 
     settings, paths = project
     window = day2(paths, "torque_shift").iloc[:800][RAW_COLUMNS + [LABEL]]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+from services.trainer.gate import GateDecision
 from services.trainer.retrain import run_retrain
 from services.trainer.train import COMMAND_TRIGGER, train_and_register
 from services.trainer.worker import Worker
@@ -42,6 +43,8 @@ def test_pushed_message_registers_next_version_and_status_is_done(prepped, redis
     assert Worker(settings=prepped, redis=redis_client, max_jobs=1, poll_s=0.2).run() == 1
     job = q.job("manual-1")
     assert job["status"] == "done" and job["version"] == "v2", job
+    # No labelled rows yet: no gate; the hash keeps its format (flags 0/1, an empty gate decision).
+    assert (job["created"], job["gate_decision"], job["promoted"]) == ("1", "", "0"), job
     md = Registry(paths=Paths.from_settings(prepped)).metadata("v2")
     assert md["trigger"] == {**md["trigger"], "kind": "message", "message_id": "manual-1", "reason": "manual"}
     assert redis_client.llen(q.keys.processing_queue) == 0
@@ -147,8 +150,8 @@ def test_retrain_with_labelled_rows_builds_a_data_version_and_gates(prepped, red
     production = store.read_table(paths.data_version_dir(settings.data.version) / "production.csv")
     write_labelled(settings, production.iloc[:1000])
     result = run_retrain(settings, RetrainMessage(id="drift-1", reason="f1 drop", evidence={"f1": 0.5}))
-    assert result["created"] and result["version"] == "v2"
-    dv = result["data_version"]
+    assert result.created and result.version == "v2"
+    dv = result.data_version
     assert dv == f"v{5}_retrain"
     entries = {e.path.rsplit("/", 1)[1]: e for e in store.entries_for(dv)}
     assert set(entries) == {"train.csv", "labelled.csv", "gate_window.csv"}
@@ -160,9 +163,15 @@ def test_retrain_with_labelled_rows_builds_a_data_version_and_gates(prepped, red
     assert md["data_version"] == dv and md["trigger"]["evidence"] == {"f1": 0.5}
     assert md["gate"] is not None and md["gate"]["decision"] in ("promote", "keep")
     assert md["gate"]["window"]["rows"] == 400
+    # The stored decision is the job's GateDecision, and it loads back unchanged.
+    assert result.gate is not None and md["gate"] == result.gate.model_dump(mode="json")
+    assert GateDecision.model_validate(md["gate"]) == result.gate
+    assert result.job_fields()["gate_decision"] == md["gate"]["decision"]
     # Repeating the message changes nothing.
     again = run_retrain(settings, RetrainMessage(id="drift-1", reason="f1 drop"))
-    assert again == {**again, "version": "v2", "created": False}
+    assert (again.version, again.created, again.gate, again.promoted) == ("v2", False, None, False)
+    assert again.job_fields() == {"version": "v2", "data_version": dv, "created": 0, "gate_decision": "",
+                                  "promoted": 0}
     assert Registry(paths=paths).versions() == ["v1", "v2"]
 
 

@@ -1,0 +1,258 @@
+"""The promotion gate: a candidate replaces the serving model only if it is measurably better.
+
+Both models run (their ONNX files, through shared.onnx_model) on the same recent labelled production
+window, which the candidate never trained on, at the serving threshold (deployment.threshold). The
+candidate is promoted when its `monitoring.gate.metric` (F1, recall or precision of the failure class)
+is at least the serving model's plus `monitoring.gate.margin`, and `monitoring.gate.auto_promote` is
+true. Otherwise it stays registered and the pin does not move.
+
+`decide` returns a `GateDecision`; `GateDecision.model_dump()` is what is stored as `gate` in the candidate's
+metadata.json (and `GateDecision.model_validate` reads it back), so every decision can be explained from the
+disk. The retrain job (services.trainer.retrain) is the caller; the serving version is the pin in config.yaml,
+read fresh. Nothing is written here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
+from sklearn.metrics import precision_recall_fscore_support
+
+from shared.atomic import sha256_bytes
+from shared.config import Settings
+from shared.errors import DataValidationError, NotFoundError
+from shared.features import LABEL, RAW_COLUMNS, encode_readings
+from shared.onnx_model import load_session
+from shared.paths import Paths
+from shared.pin import pinned_version
+from shared.registry import Registry
+from shared.schemas import utc_now
+
+log = logging.getLogger(__name__)
+
+Decision = Literal["promote", "keep"]
+PROMOTE: Decision = "promote"
+KEEP: Decision = "keep"
+GateMetric = Literal["f1", "recall", "precision"]  # monitoring.gate.metric
+
+
+class Scorer(Protocol):
+    def predict_proba(self, readings: np.ndarray) -> np.ndarray: ...
+
+
+# model bytes, name -> something with predict_proba(readings [N, 6]) -> [N]
+ScorerFactory = Callable[..., Scorer]
+
+
+def _default_scorer(model_bytes: bytes, *, name: str) -> Scorer:
+    return load_session(model_bytes, name=name)
+
+
+class _Record(BaseModel):
+    """Frozen; fields named in OMIT_WHEN_NONE are left out of the dump while unknown (the stored format)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    OMIT_WHEN_NONE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _omit_unknown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return self._known(handler(self))
+
+    def _known(self, out: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in out.items() if not (k in self.OMIT_WHEN_NONE and v is None)}
+
+
+class GateScores(_Record):
+    """Failure-class metrics of one model on the window, at the serving threshold."""
+
+    f1: float
+    precision: float
+    recall: float
+    accuracy: float | None
+    error_rate: float | None
+    confusion_matrix: dict[str, int]  # {"tn", "fp", "fn", "tp"}
+
+    def metric(self, name: GateMetric) -> float:
+        return {"f1": self.f1, "precision": self.precision, "recall": self.recall}[name]
+
+
+class _Side(_Record):
+    """One model's side of the decision; its scores, once known, are stored beside its other keys (flat)."""
+
+    scores: GateScores | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest_scores(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "scores" not in data and "f1" in data:
+            data = dict(data)
+            data["scores"] = {k: data.pop(k) for k in list(data) if k in GateScores.model_fields}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _omit_unknown(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        out = self._known(handler(self))
+        scores = out.pop("scores", None) or {}
+        return {**out, **scores}
+
+
+class CandidateSide(_Side):
+    version_hint: str | None  # the version it would get if registered now
+    onnx_sha256: str
+    OMIT_WHEN_NONE = frozenset({"scores"})
+
+
+class ServingSide(_Side):
+    version: str  # the pin, read when the gate ran
+    error: str | None = None  # why there was no serving model to score
+    onnx_sha256: str | None = None
+    OMIT_WHEN_NONE = frozenset({"scores", "error", "onnx_sha256"})
+
+
+class WindowSummary(_Record):
+    rows: int
+    positives: int
+    first_time: str | None
+    last_time: str | None
+    served_by: dict[str, int] | None = None  # version -> rows, when the window says which model served each row
+    OMIT_WHEN_NONE = frozenset({"served_by"})
+
+
+class GateDecision(_Record):
+    """The gate's decision with every figure it rests on (metadata.json `gate`)."""
+
+    decision: Decision
+    reason: str
+    metric: GateMetric
+    margin: float
+    auto_promote: bool
+    threshold: float
+    decided_at: str
+    window: WindowSummary
+    candidate: CandidateSide
+    serving: ServingSide
+    difference: float | None = None  # candidate minus serving on `metric`, when both were scored
+    OMIT_WHEN_NONE = frozenset({"difference"})
+
+    @property
+    def promote(self) -> bool:
+        return self.decision == PROMOTE
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> GateScores:
+    """Failure-class metrics of one model on the window."""
+    y = np.asarray(y_true, dtype=int)
+    pred = (np.asarray(proba, dtype=np.float64) >= threshold).astype(int)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=[1], average=None, zero_division=0)
+    accuracy = float((y == pred).mean()) if len(y) else None
+    tp = int(((pred == 1) & (y == 1)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    return GateScores(
+        f1=float(f1[0]),
+        precision=float(precision[0]),
+        recall=float(recall[0]),
+        accuracy=accuracy,
+        error_rate=None if accuracy is None else 1.0 - accuracy,
+        confusion_matrix={"tn": len(y) - tp - fp - fn, "fp": fp, "fn": fn, "tp": tp},
+    )
+
+
+def window_summary(window: pd.DataFrame) -> WindowSummary:
+    rows = int(len(window))
+    first_time = last_time = None
+    if rows and "time" in window:
+        first_time, last_time = str(window["time"].min()), str(window["time"].max())
+    served_by = None
+    if rows and "model_version" in window:
+        served_by = {str(k): int(v) for k, v in window["model_version"].value_counts().sort_index().items()}
+    return WindowSummary(
+        rows=rows,
+        positives=int(window[LABEL].sum()) if rows else 0,
+        first_time=first_time,
+        last_time=last_time,
+        served_by=served_by,
+    )
+
+
+def decide(
+    *,
+    settings: Settings,
+    paths: Paths,
+    candidate_bytes: bytes,
+    window: pd.DataFrame,
+    scorer: ScorerFactory | None = None,
+    candidate_version_hint: str | None = None,
+) -> GateDecision:
+    """Score candidate and serving model on `window` (RAW_COLUMNS + machine_failure); promote or keep."""
+    gate = settings.monitoring.gate
+    threshold = settings.deployment.threshold
+    make = scorer or _default_scorer
+    missing = [c for c in RAW_COLUMNS + [LABEL] if c not in window.columns]
+    if missing:
+        raise DataValidationError(f"gate window lacks columns {missing}")
+    decided_at = utc_now()
+    summary = window_summary(window)
+    candidate = CandidateSide(version_hint=candidate_version_hint, onnx_sha256=sha256_bytes(candidate_bytes))
+    version = pinned_version(settings)
+    serving = ServingSide(version=version)
+
+    def finish(*, better: bool, reason: str, difference: float | None = None) -> GateDecision:
+        promote = better and gate.auto_promote
+        if better and not gate.auto_promote:
+            reason += "; monitoring.gate.auto_promote is false: registered, not promoted"
+        decision = GateDecision(
+            decision=PROMOTE if promote else KEEP,
+            reason=reason,
+            metric=gate.metric,
+            margin=gate.margin,
+            auto_promote=gate.auto_promote,
+            threshold=threshold,
+            decided_at=decided_at,
+            window=summary,
+            candidate=candidate,
+            serving=serving,
+            difference=difference,
+        )
+        log.info("gate: %s (%s)", decision.decision, reason)
+        return decision
+
+    if summary.rows == 0:
+        return finish(better=False, reason="no labelled production window to compare on")
+    if summary.positives < gate.min_positives:
+        return finish(
+            better=False,
+            reason=(
+                f"the window holds {summary.positives} failure(s), fewer than monitoring.gate.min_positives "
+                f"({gate.min_positives}): too few to judge a failure-class metric"
+            ),
+        )
+    try:
+        readings = encode_readings(window)
+    except ValueError as e:
+        raise DataValidationError(f"gate window: {e}") from e
+    y = window[LABEL].to_numpy(dtype=int)
+    candidate_scores = score(y, make(candidate_bytes, name="candidate").predict_proba(readings), threshold=threshold)
+    candidate = candidate.model_copy(update={"scores": candidate_scores})
+    try:
+        serving_bytes, serving_md = Registry(paths=paths).load_verified(version)
+    except NotFoundError as e:
+        serving = serving.model_copy(update={"error": str(e)})
+        return finish(better=True, reason=f"no serving model to compare with ({e})")
+    serving_scores = score(
+        y, make(serving_bytes, name=f"serving {version}").predict_proba(readings), threshold=threshold
+    )
+    serving = serving.model_copy(update={"onnx_sha256": serving_md["onnx_sha256"], "scores": serving_scores})
+
+    cand, serv = candidate_scores.metric(gate.metric), serving_scores.metric(gate.metric)
+    better = cand - serv >= gate.margin - 1e-12  # "at least the margin", immune to float rounding
+    reason = (
+        f"candidate {gate.metric} {cand:.4f} vs serving {version} {serv:.4f} on {summary.rows} labelled rows "
+        f"({summary.positives} failures): {'at least' if better else 'less than'} the margin {gate.margin}"
+    )
+    return finish(better=better, reason=reason, difference=cand - serv)
