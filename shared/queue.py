@@ -21,7 +21,7 @@ from typing import Any
 
 from shared.errors import MessageError, NotFoundError
 from shared.paths import RedisKeys
-from shared.schemas import RetrainMessage, parse_retrain_message, utc_now
+from shared.schemas import DEFAULT_MAX_MESSAGE_BYTES, RetrainMessage, parse_retrain_message, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def message_id_of(raw: bytes | str) -> str | None:
+def message_id_of(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> str | None:
     """The id of a raw message if it is a valid one, else None."""
     try:
-        return parse_retrain_message(raw).id
+        return parse_retrain_message(raw, max_bytes=max_bytes).id
     except MessageError:
         return None
 
@@ -66,7 +66,10 @@ def message_id_of(raw: bytes | str) -> str | None:
 class RetrainQueue:
     """Queue operations on one Redis connection. `redis` is a redis.Redis client (bytes or str responses)."""
 
-    def __init__(self, *, redis, keys: RedisKeys, lease_s: float) -> None:
+    def __init__(
+        self, *, redis, keys: RedisKeys, lease_s: float, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    ) -> None:
+        self.max_message_bytes = max_message_bytes
         self.redis = redis
         self.keys = keys
         self.lease_ms = max(1, int(lease_s * 1000))
@@ -76,7 +79,16 @@ class RetrainQueue:
 
     @classmethod
     def from_settings(cls, settings, *, redis) -> RetrainQueue:
-        return cls(redis=redis, keys=RedisKeys.from_settings(settings), lease_s=settings.redis.lease_s)
+        return cls(
+            redis=redis,
+            keys=RedisKeys.from_settings(settings),
+            lease_s=settings.redis.lease_s,
+            max_message_bytes=settings.redis.max_message_bytes,
+        )
+
+    def parse(self, raw: bytes | str) -> RetrainMessage:
+        """A taken message, validated within this queue's size limit (MessageError: dead-letter it)."""
+        return parse_retrain_message(raw, max_bytes=self.max_message_bytes)
 
     # --- producers ------------------------------------------------------------------------
     def push(self, message: RetrainMessage, *, also_set: dict[str, str] | None = None) -> None:
@@ -86,7 +98,7 @@ class RetrainQueue:
         what it sent (the monitor's cooldown) exists exactly when the message does.
         """
         line = message.to_line()
-        parse_retrain_message(line)
+        self.parse(line)
         pipe = self.redis.pipeline(transaction=True)
         for key, value in (also_set or {}).items():
             pipe.set(key, value)
@@ -149,7 +161,7 @@ class RetrainQueue:
         for raw in self.redis.lrange(self.keys.processing_queue, 0, -1):
             key = _text(raw)
             current.add(key)
-            mid = message_id_of(raw)
+            mid = message_id_of(raw, max_bytes=self.max_message_bytes)
             if mid is not None and self.redis.exists(self.keys.job_lock(mid)):
                 seen.pop(key, None)
                 continue

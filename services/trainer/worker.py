@@ -25,7 +25,7 @@ from shared.errors import ClockworkError, MessageError
 from shared.paths import Paths
 from shared.queue import DONE, FAILED, RUNNING, RetrainQueue
 from shared.registry import Registry
-from shared.schemas import RetrainMessage, parse_retrain_message, utc_now
+from shared.schemas import RetrainMessage, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Worker:
 
     def handle(self, raw: bytes | str) -> None:
         try:
-            message = parse_retrain_message(raw)
+            message = self.queue.parse(raw)
         except MessageError as e:
             self.queue.dead_letter(raw, reason=str(e), worker=self.id)
             return
