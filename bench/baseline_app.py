@@ -1,7 +1,8 @@
 """Validation-only baselines for the inference benchmark: the same body, the same validation, no model.
 
-  direct   the service's own route mechanism (DirectRoute, capped body read, pydantic JSON validation of
-           the same Reading model) answering a constant prediction-shaped JSON: the fastest we could write
+  direct   the service's own route mechanism (DirectRoute, routing.parse: capped body read, pydantic JSON
+           validation of the same Reading model; no metrics) answering a constant prediction-shaped JSON:
+           the fastest we could write
   fastapi  idiomatic FastAPI: `async def predict(reading: Reading) -> Prediction` (body parameter and
            response_model), for reference
 
@@ -14,11 +15,10 @@ import sys
 
 import orjson
 from fastapi import FastAPI, Request
-from pydantic import ValidationError
 
-from shared.config import Settings, load_settings_or_exit
 from services.inference import schemas
-from services.inference.routing import DirectRoute, JSONBytes, read_body
+from services.inference.routing import DirectRoute, JSONBytes, parse
+from shared.config import Settings, load_settings_or_exit
 
 VARIANTS = ("direct", "fastapi")
 ANSWER = orjson.dumps({"request_id": "0000000000000000-0000001", "model_version": "v0", "failure_probability": 0.0123,
@@ -31,16 +31,10 @@ def create_baseline_app(settings: Settings, *, variant: str) -> FastAPI:
     app = FastAPI(title=f"validation-only baseline ({variant})")
     if variant == "direct":
         async def predict(request: Request) -> JSONBytes:
-            try:
-                Reading.model_validate_json(await read_body(request, limit))
-            except ValidationError as e:
-                err = schemas.explain(e)
-                return JSONBytes(orjson.dumps(err.body()), err.status)
-            except schemas.BadRequest as err:
-                return JSONBytes(orjson.dumps(err.body()), err.status)
+            await parse(request, Reading, limit)  # a refusal (BadRequest) is answered by DirectRoute
             return JSONBytes(ANSWER)
 
-        app.router.routes.append(DirectRoute("/predict", predict, methods=["POST"], body_schema="Reading"))
+        app.router.routes.append(DirectRoute("/predict", predict, methods=["POST"], body=Reading))
     elif variant == "fastapi":
         @app.post("/predict", response_model=schemas.Prediction)
         async def predict(reading: Reading) -> schemas.Prediction:  # type: ignore[valid-type]

@@ -121,14 +121,12 @@ class ModelHolder:
         self._lock = asyncio.Lock()
 
     # --- what /ready says ------------------------------------------------------------------
-    def ready(self) -> bool:
-        return self.current is not None
-
     def detail(self) -> str:
         cur = self.current
         parts = [f"serving {cur.version}" if cur else "no model loaded"]
-        if self.failed_pin and (cur is None or self.failed_pin[0] != cur.version):
-            parts.append(f"pinned {self.failed_pin[0]} failed to load: {self.last_failure['error']}")
+        failed, last = self.failed_pin, self.last_failure
+        if failed and last and (cur is None or failed[0] != cur.version):
+            parts.append(f"pinned {failed[0]} failed to load: {last['error']}")
         if self.config_error:
             parts.append(f"config.yaml not applied: {self.config_error}")
         return "; ".join(parts)
@@ -214,12 +212,12 @@ class ModelHolder:
         except OSError as e:  # the log is evidence, but a full disk must not stop serving
             log.error("%s: cannot write %s row to %s: %s", self.instance_id, event, self.paths.deployment_log, e)
 
-    def retry_due(self) -> bool:
-        """A failed pin whose files changed since it failed (worth loading again)."""
+    def retry_due(self) -> str | None:
+        """The failed pin if its files changed since it failed (worth loading again), else None."""
         if self.failed_pin is None:
-            return False
+            return None
         version, signature = self.failed_pin
-        return _files_signature(self.paths, version) != signature
+        return version if _files_signature(self.paths, version) != signature else None
 
 
 class ConfigWatcher:
@@ -262,8 +260,9 @@ class ConfigWatcher:
                 log.error("%s: %s; keeping model %s", self.holder.instance_id, error, self._serving())
             return
         if data == self._last:
-            if self.holder.retry_due():
-                await self.holder.load(self.holder.failed_pin[0], reason="retry: the version's files changed")
+            retry = self.holder.retry_due()
+            if retry is not None:
+                await self.holder.load(retry, reason="retry: the version's files changed")
             return
         self._last = data
         try:

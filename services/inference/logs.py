@@ -6,8 +6,10 @@ process with the same instance id fails at start instead of interleaving lines. 
 `os.write` of one whole line (the monitor reads lines that end in a newline), written before the
 response returns; no fsync per record (the page cache survives a crash of the service; a lost
 machine loses the last seconds, which the monitor tolerates).
-Lines carry the same fields as `shared.schemas.PredictionRecord.to_line()` / `FeedbackRecord.to_line()`
-(sorted keys, compact JSON), built with orjson because the pydantic round trip costs more than the model.
+`PredictionLog.append` and `FeedbackLog.append` are the one place each kind of line is built: the same
+fields as `shared.schemas.PredictionRecord.to_line()` / `FeedbackRecord.to_line()` (sorted keys, compact
+JSON), built with orjson because the pydantic round trip costs more than the model (tests/inference/test_logs.py
+holds them to the schema).
 """
 
 from __future__ import annotations
@@ -102,22 +104,35 @@ class RecordLog:
             self.fd = -1
 
 
-def prediction_line(
-    *, time: str, request_id: str, model_version: str, inputs: dict, probability: float, label: int, threshold: float
-) -> bytes:
-    return orjson.dumps(
-        {
-            "time": time,
-            "request_id": request_id,
-            "model_version": model_version,
-            "inputs": inputs,
-            "probability": probability,
-            "label": label,
-            "threshold": threshold,
-        },
-        option=LINE_OPTS,
-    )
+class PredictionLog(RecordLog):
+    """This instance's prediction log (`Paths.prediction_log(instance_id)`), lines of `PredictionRecord`."""
+
+    def append(
+        self, time: str, model_version: str, threshold: float, inputs: list[dict], results: list[tuple[str, float, int]]
+    ) -> None:
+        """One record per row, all in one write: `inputs[i]` (snake_case readings) and `results[i]` =
+        (request_id, probability, label), predicted by `model_version` at `time`."""
+        dumps = orjson.dumps
+        lines = [
+            dumps(
+                {
+                    "time": time,
+                    "request_id": request_id,
+                    "model_version": model_version,
+                    "inputs": values,
+                    "probability": probability,
+                    "label": label,
+                    "threshold": threshold,
+                },
+                option=LINE_OPTS,
+            )
+            for values, (request_id, probability, label) in zip(inputs, results, strict=True)
+        ]
+        self.write(lines[0] if len(lines) == 1 else b"".join(lines))
 
 
-def feedback_line(*, time: str, request_id: str, label: int) -> bytes:
-    return orjson.dumps({"time": time, "request_id": request_id, "label": label}, option=LINE_OPTS)
+class FeedbackLog(RecordLog):
+    """This instance's feedback log (`Paths.feedback_log(instance_id)`), lines of `FeedbackRecord`."""
+
+    def append(self, time: str, request_id: str, label: int) -> None:
+        self.write(orjson.dumps({"time": time, "request_id": request_id, "label": label}, option=LINE_OPTS))

@@ -125,11 +125,9 @@ class Metrics:
         return found
 
     def count(self, route: str, status: int, version: str) -> None:
-        """A request answered without a RouteMetrics at hand (errors, ops routes)."""
+        """A request answered without a RouteMetrics at hand (refusals, errors, ops routes)."""
         key = (route, status, version)
         self.other_statuses[key] = self.other_statuses.get(key, 0) + 1
-
-    error = count
 
     def set_serving(self, version: str, sha256: str, previous: tuple[str, str] | None) -> None:
         if previous is not None:

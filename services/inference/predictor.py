@@ -21,14 +21,16 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import orjson
 
 from services.inference.holder import ServingModel
-from services.inference.logs import LINE_OPTS, RecordLog, RequestIds, UtcClock
+from services.inference.logs import PredictionLog, RequestIds, UtcClock
 from services.inference.metrics import Metrics
 
 
 class Predictor:
+    log: PredictionLog  # set when the service starts
+    loop: asyncio.AbstractEventLoop  # likewise
+
     def __init__(
         self,
         *,
@@ -47,8 +49,6 @@ class Predictor:
         self.ids = ids
         self.clock = clock
         self.metrics = metrics
-        self.log: RecordLog | None = None  # set when the service starts
-        self.loop: asyncio.AbstractEventLoop | None = None  # likewise
         self.pending: list[tuple[ServingModel, tuple, dict, asyncio.Future]] = []
         self.generation = 0  # counts flushes, so that a stale tick never cuts a newer batch short
 
@@ -94,29 +94,13 @@ class Predictor:
 
     def record(self, model: ServingModel, inputs: list[dict], probabilities: list[float], *, route) -> list[tuple]:
         """Label, name and log predictions (one write for all), count them; [(request_id, p, label)]."""
-        now = self.clock.now()
-        version, threshold, next_id, dumps = model.version, self.threshold, self.ids.next, orjson.dumps
-        lines, results, positives = [], [], 0
-        for values, p in zip(inputs, probabilities, strict=False):
+        threshold, next_id = self.threshold, self.ids.next
+        results, positives = [], 0
+        for p in probabilities:
             label = 1 if p >= threshold else 0
             positives += label
-            request_id = next_id()
-            lines.append(
-                dumps(
-                    {
-                        "time": now,
-                        "request_id": request_id,
-                        "model_version": version,
-                        "inputs": values,
-                        "probability": p,
-                        "label": label,
-                        "threshold": threshold,
-                    },
-                    option=LINE_OPTS,
-                )
-            )
-            results.append((request_id, p, label))
-        self.log.write(b"".join(lines) if len(lines) > 1 else lines[0])
+            results.append((next_id(), p, label))
+        self.log.append(self.clock.now(), model.version, threshold, inputs, results)
         route.predicted[1] += positives
         route.predicted[0] += len(results) - positives
         return results

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic_core import ErrorDetails
 
 from shared.features import FIELD_ALIASES, NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
 
@@ -22,7 +23,7 @@ UNITS = {
     "torque_nm": "Nm",
     "tool_wear_min": "min",
 }
-EXAMPLE_READING = {
+EXAMPLE_READING: dict[str, Any] = {
     "type": "M",
     "air_temperature_k": 298.1,
     "process_temperature_k": 308.6,
@@ -119,6 +120,15 @@ class ErrorBody(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+# The refusals documented on the routes that take a body (routing.parse and Service.model raise them).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed JSON"},
+    413: {"model": ErrorBody, "description": "Body or batch over the configured limit"},
+    422: {"model": ErrorBody, "description": "A field is missing, of the wrong type, not finite or out of range"},
+    503: {"model": ErrorBody, "description": "No model is loaded yet"},
+}
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     instance_id: str
@@ -153,7 +163,7 @@ def _field_name(loc: tuple) -> str:
     return out or "(body)"
 
 
-def _reason(err: dict) -> str:
+def _reason(err: ErrorDetails) -> str:
     kind = err["type"]
     loc = err["loc"]
     name = loc[-1] if loc else None

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from services.inference.holder import load_serving_model
-from services.inference.logs import RecordLog, RequestIds, UtcClock
+from services.inference.logs import PredictionLog, RequestIds, UtcClock
 from services.inference.metrics import Metrics
 from services.inference.predictor import Predictor
 
@@ -33,7 +33,7 @@ def models(paths):
 
 def make(metrics, tmp_path, **kw):
     p = Predictor(threshold=0.5, ids=RequestIds(), clock=UtcClock(), metrics=metrics, **kw)
-    p.log = RecordLog(tmp_path / "p.jsonl")
+    p.log = PredictionLog(tmp_path / "p.jsonl")
     return p
 
 
@@ -54,7 +54,7 @@ def test_concurrent_rows_run_as_one_call_and_one_write(models, tmp_path):
     results = asyncio.run(main())
     assert (metrics.onnx_runs, metrics.onnx_rows) == (1, 15)
     assert len({rid for rid, _, _ in results}) == 15
-    for (rid, prob, label), row in zip(results, ROWS * 5):
+    for (_rid, prob, label), row in zip(results, ROWS * 5, strict=True):
         assert prob == pytest.approx(expected(m["v1"], row), abs=1e-7) and label == int(prob >= 0.5)
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [x["request_id"] for x in lines] == [r[0] for r in results]
@@ -91,7 +91,7 @@ def test_rows_of_two_versions_never_mix(models, tmp_path):
     assert metrics.onnx_runs == 2
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     by_id = {x["request_id"]: x["model_version"] for x in lines}
-    for (rid, prob, _), v in zip(results, ("v1", "v2", "v1", "v2")):
+    for (rid, prob, _), v in zip(results, ("v1", "v2", "v1", "v2"), strict=True):
         assert by_id[rid] == v and prob == pytest.approx(expected(m[v], ROWS[1]), abs=1e-7)
 
 

@@ -1,0 +1,89 @@
+"""POST /predict and POST /predict/batch: the hot path.
+
+`async def` endpoints on the event loop with no thread hop and no FastAPI dependency machinery
+(routing.DirectRoute): parse the body (capped read, pydantic's JSON parser), read the serving model
+once, predict (single rows waiting together run as one ONNX call, see predictor.py), log the record
+(before the answer), answer with orjson. The answer carries the model's RouteMetrics, where the route
+records it and its handler time. Refusals are raised (BadRequest) and answered by the route.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from services.inference import schemas
+from services.inference.routing import DirectRoute, JSONBytes, parse
+from services.inference.service import Service
+from shared.features import NUMERIC_FEATURES, TYPE_CODES
+
+
+def routes(svc: Service) -> list[DirectRoute]:
+    Reading, Batch, limit, threshold = svc.Reading, svc.Batch, svc.max_body, svc.threshold
+    model = svc.model
+    submit, record = svc.predictor.submit, svc.predictor.record
+    codes = TYPE_CODES
+    air, proc, speed, torque, wear = NUMERIC_FEATURES
+
+    async def predict(request: Request) -> Response:
+        values = (await parse(request, Reading, limit)).__dict__
+        m = model()  # read once: this request is answered by exactly this version
+        request_id, probability, label = await submit(
+            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]), values
+        )
+        body = {
+            "request_id": request_id,
+            "model_version": m.version,
+            "failure_probability": probability,
+            "prediction": label,
+            "threshold": threshold,
+        }
+        return JSONBytes(orjson.dumps(body), 200, m.predict_route)
+
+    async def predict_batch(request: Request) -> Response:
+        batch = await parse(request, Batch, limit)
+        m = model()
+        rows = [r.__dict__ for r in batch.readings]  # type: ignore[attr-defined] # a model built from config
+        x = np.array(
+            [(codes[v["type"]], v[air], v[proc], v[speed], v[torque], v[wear]) for v in rows], dtype=np.float32
+        )
+        results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route)
+        body = {
+            "model_version": m.version,
+            "threshold": threshold,
+            "predictions": [
+                {"request_id": rid, "failure_probability": p, "prediction": label} for rid, p, label in results
+            ],
+        }
+        return JSONBytes(orjson.dumps(body), 200, m.batch_route)
+
+    return [
+        DirectRoute(
+            "/predict",
+            predict,
+            methods=["POST"],
+            body=Reading,
+            count=svc.count,
+            response_model=schemas.Prediction,
+            responses=schemas.ERROR_RESPONSES,
+            summary="Failure probability of one reading",
+            tags=["predict"],
+            description="One reading in, the failure probability, the predicted label (probability >= threshold), "
+            "the model version and a request_id out. The prediction is logged before the answer.",
+        ),
+        DirectRoute(
+            "/predict/batch",
+            predict_batch,
+            methods=["POST"],
+            body=Batch,
+            count=svc.count,
+            response_model=schemas.BatchPrediction,
+            responses=schemas.ERROR_RESPONSES,
+            summary="Failure probabilities of many readings",
+            tags=["predict"],
+            description=f"Up to {svc.settings.deployment.max_batch_rows} readings; "
+            "each row gets its own request_id and log record.",
+        ),
+    ]
