@@ -5,7 +5,7 @@ labels to predictions, then
 1. appends the joined rows to the labelled file and fsyncs it,
 2. saves the state (new offsets, the labelled file's new committed length, pending predictions and the
    windows) atomically.
-A crash after 1 and before 2 leaves bytes beyond the committed length: `recover_labelled` truncates them
+A crash after 1 and before 2 leaves bytes beyond the committed length: `state.recover_labelled` truncates them
 on the next start, and the same lines are read again from the old offsets and joined the same way.
 A crash before 1 or after 2 needs nothing. So no record is lost and none is counted twice.
 """
@@ -13,18 +13,18 @@ A crash before 1 or after 2 needs nothing. So no record is lost and none is coun
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from services.monitor.reader import Chunk, LogDir
-from services.monitor.state import MonitorState, save_state
+from services.monitor.reader import Chunk, LineAt, LogDir, count_newlines, file_size
+from services.monitor.report_model import MalformedLine
+from services.monitor.rows import InputRow, OrphanLabel, PendingPrediction, WindowRow, compact_prediction
+from services.monitor.state import LabelledLength, MonitorState, save_state
 from shared.atomic import append_bytes
-from shared.errors import IntegrityError, explain
-from shared.features import NUMERIC_FEATURES, TYPE_CODES
-from shared.labelled import labelled_file
+from shared.errors import explain
 from shared.paths import Paths
 from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord, parse_utc
 
@@ -47,8 +47,8 @@ class StepCounts:
     feedback: int = 0
     labelled: int = 0
     malformed: int = 0
-    # The first MAX_MALFORMED_LISTED malformed lines: {"file", "line", "offset", "reason"}.
-    malformed_lines: list[dict] = field(default_factory=list)
+    # The first MAX_MALFORMED_LISTED malformed lines.
+    malformed_lines: list[MalformedLine] = field(default_factory=list)
 
     def add(self, other: StepCounts) -> None:
         self.predictions += other.predictions
@@ -60,29 +60,6 @@ class StepCounts:
     @property
     def lines(self) -> int:
         return self.predictions + self.feedback + self.malformed
-
-
-def recover_labelled(paths: Paths, state: MonitorState) -> int:
-    """Cut the labelled file back to its committed length; returns the bytes dropped."""
-    path = labelled_file(paths)
-    committed = state.labelled["bytes"]
-    size = path.stat().st_size if path.is_file() else 0
-    if size < committed:
-        raise IntegrityError(
-            f"{path} holds {size} bytes but the monitor state {paths.monitor_state} committed {committed}: "
-            "labelled rows were lost outside the monitor"
-        )
-    if size > committed:
-        with open(path, "r+b") as f:
-            f.truncate(committed)
-            f.flush()
-            os.fsync(f.fileno())
-        log.warning(
-            "dropped %d uncommitted bytes from %s (an interrupted cycle); their records are read again",
-            size - committed,
-            path,
-        )
-    return size - committed
 
 
 class Ingestor:
@@ -142,16 +119,17 @@ class Ingestor:
             for i, (line, end) in enumerate(chunk.positions()):
                 if line.strip():
                     last_time = (
-                        self._prediction(state, line, (chunk, i, end - len(line) - 1), counts, joined) or last_time
+                        self._prediction(state, line, LineAt(chunk, i, end - len(line) - 1), counts, joined)
+                        or last_time
                     )
             new_offsets[chunk.key] = chunk.end
-            if chunk.end < _size(chunk.path):  # this file is still behind: labels must wait for it
+            if chunk.end < file_size(chunk.path):  # this file is still behind: labels must wait for it
                 watermark = min(watermark, parse_utc(last_time) if last_time else _EARLIEST)
         for chunk in fb_chunks:
             reached = chunk.start
             for i, (line, end) in enumerate(chunk.positions()):
                 if line.strip() and not self._feedback(
-                    state, line, (chunk, i, end - len(line) - 1), counts, joined, watermark=watermark
+                    state, line, LineAt(chunk, i, end - len(line) - 1), counts, joined, watermark=watermark
                 ):
                     break
                 reached = end
@@ -171,9 +149,14 @@ class Ingestor:
 
     # --- joining ---------------------------------------------------------------------------
     def _prediction(
-        self, state: MonitorState, line: bytes, where: tuple[Chunk, int, int], counts: StepCounts, joined: list
+        self,
+        state: MonitorState,
+        line: bytes,
+        where: LineAt,
+        counts: StepCounts,
+        joined: list[LabelledRecord],
     ) -> str | None:
-        """Take one prediction line (`where`: its chunk, index in it and byte offset); returns its time (None if malformed)."""
+        """Take one prediction line; returns its time (None if malformed)."""
         try:
             rec = PredictionRecord.model_validate_json(line)
             row = compact_prediction(rec)
@@ -182,8 +165,8 @@ class Ingestor:
             self._malformed(where, line, e, counts)
             return None
         counts.predictions += 1
-        state.version_counts(rec.model_version)["predictions"] += 1
-        state.recent_inputs.append(row[:8])
+        state.version_counts(rec.model_version).predictions += 1
+        state.recent_inputs.append(row.inputs())
         orphan = state.orphans.pop(rec.request_id, None)
         if orphan is not None:
             joined.append(self._join(state, rec.request_id, row, orphan))
@@ -195,14 +178,14 @@ class Ingestor:
         self,
         state: MonitorState,
         line: bytes,
-        where: tuple[Chunk, int, int],
+        where: LineAt,
         counts: StepCounts,
-        joined: list,
+        joined: list[LabelledRecord],
         *,
         watermark: datetime,
     ) -> bool:
         """Take one label line; False (not taken) if it is newer than the prediction watermark."""
-        chunk = where[0]
+        chunk = where.chunk
         try:
             rec = FeedbackRecord.model_validate_json(line)
             when = parse_utc(rec.time)
@@ -214,26 +197,26 @@ class Ingestor:
         counts.feedback += 1
         row = state.pending.pop(rec.request_id, None)
         if row is not None:
-            joined.append(self._join(state, rec.request_id, row, [rec.time, rec.label]))
+            joined.append(self._join(state, rec.request_id, row, OrphanLabel(rec.time, rec.label)))
         elif rec.request_id in state.orphans:
             state.bump("duplicate_feedback")
             log.warning(
                 "second label for request_id %s in %s ignored (the first one counts)", rec.request_id, chunk.path
             )
         else:
-            state.orphans[rec.request_id] = [rec.time, rec.label]
+            state.orphans[rec.request_id] = OrphanLabel(rec.time, rec.label)
         return True
 
-    def _malformed(self, where: tuple[Chunk, int, int], line: bytes, err: Exception, counts: StepCounts) -> None:
+    def _malformed(self, where: LineAt, line: bytes, err: Exception, counts: StepCounts) -> None:
         """Count, log and list a line that is not a valid record: file, line number, byte offset and why.
         The line stays in its log file; the report points to it."""
-        chunk, index, offset = where
-        line_no = self._first_line(chunk) + index
+        chunk, offset = where.chunk, where.offset
+        line_no = self._first_line(chunk) + where.line_index
         reason = explain(err) if isinstance(err, ValidationError) else " ".join(str(err).split())
         counts.malformed += 1
         rel = _rel(self.paths, chunk.path)
         if len(counts.malformed_lines) < MAX_MALFORMED_LISTED:
-            counts.malformed_lines.append({"file": rel, "line": line_no, "offset": offset, "reason": reason[:300]})
+            counts.malformed_lines.append(MalformedLine(file=rel, line=line_no, offset=offset, reason=reason[:300]))
         log.warning(
             "%s:%d (byte %d): malformed %s record skipped: %s: %r",
             chunk.path,
@@ -248,95 +231,73 @@ class Ingestor:
         """The line number of the chunk's first line (newlines before chunk.start, counted once per chunk)."""
         key = (chunk.key, chunk.start)
         if key not in self._line_numbers:
-            self._line_numbers = {key: 1 + _count_newlines(chunk.path, chunk.start)}
+            self._line_numbers = {key: 1 + count_newlines(chunk.path, chunk.start)}
         return self._line_numbers[key]
 
-    def _join(self, state: MonitorState, request_id: str, row: list, label: list) -> LabelledRecord:
-        time, version, ptype, air, proc, speed, torque, wear, prob, served = row
-        fb_time, y = label
+    def _join(self, state: MonitorState, request_id: str, row: PendingPrediction, label: OrphanLabel) -> LabelledRecord:
+        y = int(label.label)
         rec = LabelledRecord(
-            time=time,
+            time=row.time,
             request_id=request_id,
-            model_version=version,
-            type=ptype,
-            air_temperature_k=air,
-            process_temperature_k=proc,
-            rotational_speed_rpm=speed,
-            torque_nm=torque,
-            tool_wear_min=wear,
-            machine_failure=y,
-            probability=prob,
-            predicted=served,
-            feedback_time=fb_time,
+            model_version=row.model_version,
+            type=row.type,  # type: ignore[arg-type]  # checked against TYPE_CODES by compact_prediction
+            air_temperature_k=row.air_temperature_k,
+            process_temperature_k=row.process_temperature_k,
+            rotational_speed_rpm=row.rotational_speed_rpm,
+            torque_nm=row.torque_nm,
+            tool_wear_min=row.tool_wear_min,
+            machine_failure=y,  # type: ignore[arg-type]  # a FeedbackRecord's label: 0 or 1
+            probability=row.probability,
+            predicted=row.predicted,
+            feedback_time=label.time,
         )
-        state.windows.setdefault(version, []).append([time, int(y), int(served), float(prob)])
-        c = state.version_counts(version)
-        c["labelled"] += 1
-        c["positives"] += int(y)
+        state.windows.setdefault(row.model_version, []).append(
+            WindowRow(row.time, y, int(row.predicted), float(row.probability))
+        )
+        c = state.version_counts(row.model_version)
+        c.labelled += 1
+        c.positives += y
         return rec
 
     def _trim(self, state: MonitorState) -> None:
         # Keep the most recent by prediction time (files are read one after another, not in time order).
         if len(state.recent_inputs) > self.drift_window:
-            state.recent_inputs.sort(key=lambda r: r[0])
+            state.recent_inputs.sort(key=_by_time)
             del state.recent_inputs[: len(state.recent_inputs) - self.drift_window]
         for rows in state.windows.values():
             if len(rows) > self.window_size:
-                rows.sort(key=lambda r: r[0])
+                rows.sort(key=_by_time)
                 del rows[: len(rows) - self.window_size]
-        for name, table, cap in (
-            ("expired_pending", state.pending, self.max_pending),
-            ("expired_orphans", state.orphans, self.max_orphans),
-        ):
-            excess = len(table) - cap
-            if excess > 0:
-                for key in list(table)[:excess]:
-                    del table[key]
-                state.bump(name, excess)
-                log.warning("%d %s dropped (more than %d waiting)", excess, name.split("_")[1], cap)
+        _drop_oldest(state, state.pending, self.max_pending, "pending")
+        _drop_oldest(state, state.orphans, self.max_orphans, "orphans")
 
     def _append(self, state: MonitorState, joined: list[LabelledRecord]) -> None:
         if not joined:
             return
         data = "".join(r.to_line() + "\n" for r in joined).encode("utf-8")
         append_bytes(self.paths.labelled_file, data)
-        state.labelled = {"bytes": state.labelled["bytes"] + len(data), "rows": state.labelled["rows"] + len(joined)}
+        state.labelled = LabelledLength(bytes=state.labelled.bytes + len(data), rows=state.labelled.rows + len(joined))
 
 
-def compact_prediction(rec: PredictionRecord) -> list:
-    """[time, model_version, type, air, process, speed, torque, wear, probability, served label]."""
-    inputs = rec.inputs
-    ptype = inputs["type"]
-    if ptype not in TYPE_CODES:
-        raise ValueError(f"unknown product type {ptype!r}")
-    values = [float(inputs[c]) for c in NUMERIC_FEATURES]
-    return [rec.time, rec.model_version, ptype, *values, float(rec.probability), int(rec.label)]
+def _by_time(row: InputRow | WindowRow) -> str:
+    return row.time
+
+
+def _drop_oldest(state: MonitorState, table: dict, cap: int, what: str) -> None:
+    """Keep the newest `cap` entries of a waiting table (insertion order), counting what is dropped."""
+    excess = len(table) - cap
+    if excess > 0:
+        for key in list(table)[:excess]:
+            del table[key]
+        state.bump(f"expired_{what}", excess)
+        log.warning("%d %s dropped (more than %d waiting)", excess, what, cap)
 
 
 _LATEST = datetime.max.replace(tzinfo=UTC)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 
 
-def _size(path) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
-
-
-def _count_newlines(path, end: int) -> int:
-    n = 0
-    with open(path, "rb") as f:
-        while end > 0:
-            block = f.read(min(end, 1 << 20))
-            if not block:
-                break
-            n += block.count(b"\n")
-            end -= len(block)
-    return n
-
-
-def _rel(paths: Paths, path) -> str:
+def _rel(paths: Paths, path: Path) -> str:
     try:
         return path.resolve().relative_to(paths.volume.resolve()).as_posix()
     except ValueError:

@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from shared.paths import LOG_SUFFIX
 
@@ -34,6 +35,14 @@ class Chunk:
         for line in self.lines:
             pos += len(line) + 1
             yield line, pos
+
+
+class LineAt(NamedTuple):
+    """Where a line is: its chunk, its index in the chunk and the byte offset of its start in the file."""
+
+    chunk: Chunk
+    line_index: int
+    offset: int
 
 
 def read_complete_lines(path: Path, offset: int, *, max_bytes: int) -> tuple[list[bytes], int]:
@@ -117,3 +126,23 @@ class LogDir:
             off = offsets.get(self.key(path), 0)
             total += size - off if size >= off else size
         return total
+
+
+def file_size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return 0
+
+
+def count_newlines(path: Path, end: int) -> int:
+    """Newlines in the first `end` bytes of a file (read in 1 MiB blocks)."""
+    n = 0
+    with open(path, "rb") as f:
+        while end > 0:
+            block = f.read(min(end, 1 << 20))
+            if not block:
+                break
+            n += block.count(b"\n")
+            end -= len(block)
+    return n

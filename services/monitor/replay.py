@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import pandas as pd
 import requests
@@ -63,10 +64,19 @@ def load_dataset(paths: Paths, dataset: str, *, limit: int | None = None) -> tup
 
 def reading(row: dict) -> dict:
     """One /predict body: the six raw readings as JSON-native values."""
-    out = {"type": str(row["type"])}
+    out: dict[str, str | float] = {"type": str(row["type"])}
     for col in NUMERIC_FEATURES:
         out[col] = float(row[col])
     return out
+
+
+class DueLabel(NamedTuple):
+    """A label waiting to be posted (ordered by when it is due, then by row)."""
+
+    at: float  # clock time it is due
+    sequence: int
+    request_id: str
+    label: int
 
 
 @dataclass
@@ -113,7 +123,7 @@ class Replayer:
 
     def run(self, df: pd.DataFrame) -> ReplayResult:
         result = ReplayResult(rows=len(df))
-        due: list[tuple[float, int, str, int]] = []  # (time due, sequence, request_id, label)
+        due: list[DueLabel] = []  # a heap, soonest first
         start = self.clock()
         rows = df[RAW_COLUMNS + [LABEL]].to_dict("records")
         with tqdm(total=len(rows), unit="req", desc=f"replay -> {self.url}", disable=not self.progress) as bar:
@@ -121,26 +131,26 @@ class Replayer:
                 self._wait_until(start + i / self.rate, due, result)
                 request_id = self._predict(row, result)
                 if request_id is not None:
-                    heapq.heappush(due, (self.clock() + self.delay, i, request_id, int(row[LABEL])))
+                    heapq.heappush(due, DueLabel(self.clock() + self.delay, i, request_id, int(row[LABEL])))
                 bar.update(1)
                 bar.set_postfix(errors=result.predict_errors, labels=result.feedback_sent, refresh=False)
             # The late labels still queued.
             while due:
-                self._wait_until(due[0][0], due, result)
+                self._wait_until(due[0].at, due, result)
         result.seconds = self.clock() - start
         log.info("replay done: %s", result.summary())
         return result
 
-    def _wait_until(self, target: float, due: list, result: ReplayResult) -> None:
+    def _wait_until(self, target: float, due: list[DueLabel], result: ReplayResult) -> None:
         while True:
             now = self.clock()
-            while due and due[0][0] <= now:
-                _, _, request_id, label = heapq.heappop(due)
-                self._feedback(request_id, label, result)
+            while due and due[0].at <= now:
+                label = heapq.heappop(due)
+                self._feedback(label.request_id, label.label, result)
                 now = self.clock()
             if now >= target:
                 return
-            self.sleep(min(target, due[0][0]) - now if due else target - now)
+            self.sleep(min(target, due[0].at) - now if due else target - now)
 
     def _post(self, route: str, body: dict, result: ReplayResult, kind: str) -> dict | None:
         try:

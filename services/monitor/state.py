@@ -5,84 +5,80 @@ Saved atomically after every ingest step, together with the committed length of 
 - `offsets`: per log file ("predictions/<name>", "feedback/<name>"), the byte offset after the last
   complete line used;
 - `labelled`: bytes and rows of the labelled file committed with these offsets;
-- `pending`: predictions still waiting for their label (request_id -> compact row);
+- `pending`: predictions still waiting for their label (request_id -> PendingPrediction);
 - `orphans`: labels whose prediction has not been read yet (another instance's file may be behind);
 - `recent_inputs`: the last inputs served (the drift window); `windows`: per model version, the last
   labelled rows (the performance window); `counts`: per model version, predictions and labels seen;
 - `history`: one summary per cycle (metrics over time); `last_trigger`: the last retrain message sent.
+
+One pydantic model is both the in-memory state and the file's schema: `load_state` validates the file
+through it (a hand-edited or damaged file is refused naming the key, never a crash in the middle of a
+cycle) and `save_state` writes its JSON. Rows are NamedTuples (services.monitor.rows), saved as the
+JSON arrays of format 1. `recover_labelled` cuts the labelled file back to the committed length on start
+(bytes beyond it are an interrupted step's, read again from the saved offsets).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+import os
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 
-from shared.atomic import atomic_write_text
-from shared.errors import DataValidationError, explain
+from services.monitor.report_model import HistoryEntry, TriggerRecord
+from services.monitor.rows import InputRow, OrphanLabel, PendingPrediction, WindowRow
+from shared.atomic import atomic_write_bytes
+from shared.errors import DataValidationError, IntegrityError, explain
+from shared.labelled import labelled_file
+from shared.paths import Paths
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 
 
-@dataclass
-class MonitorState:
+class LabelledLength(BaseModel):
+    """The labelled file's committed length (shared.labelled reads these two keys)."""
+
+    bytes: NonNegativeInt
+    rows: NonNegativeInt
+
+
+class VersionCounts(BaseModel):
+    predictions: NonNegativeInt = 0
+    labelled: NonNegativeInt = 0
+    positives: NonNegativeInt = 0
+
+
+class MonitorState(BaseModel):
+    # Keys a newer monitor may add are ignored, not refused (the format number says when that is not safe).
+    model_config = ConfigDict(extra="ignore")
+
     format: int = STATE_FORMAT
-    offsets: dict[str, int] = field(default_factory=dict)
-    labelled: dict[str, int] = field(default_factory=lambda: {"bytes": 0, "rows": 0})
-    # request_id -> [time, model_version, type, air, process, speed, torque, wear, probability, label]
-    pending: dict[str, list] = field(default_factory=dict)
-    # request_id -> [feedback time, label]
-    orphans: dict[str, list] = field(default_factory=dict)
-    # [time, model_version, type, air, process, speed, torque, wear], oldest first
-    recent_inputs: list[list] = field(default_factory=list)
-    # model_version -> [[prediction time, true label, served label, probability], ...] in join order
-    windows: dict[str, list[list]] = field(default_factory=dict)
-    # model_version -> {"predictions", "labelled", "positives"}
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    offsets: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    labelled: LabelledLength = Field(default_factory=lambda: LabelledLength(bytes=0, rows=0))
+    pending: dict[str, PendingPrediction] = Field(default_factory=dict)
+    orphans: dict[str, OrphanLabel] = Field(default_factory=dict)
+    recent_inputs: list[InputRow] = Field(default_factory=list)  # oldest first after each step's trim
+    windows: dict[str, list[WindowRow]] = Field(default_factory=dict)  # model_version -> rows, join order
+    counts: dict[str, VersionCounts] = Field(default_factory=dict)
     # predictions_read, feedback_read, malformed, duplicate_feedback, expired_pending, expired_orphans
-    totals: dict[str, int] = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
-    last_trigger: dict[str, Any] | None = None
-    cycles: int = 0
+    totals: dict[str, int] = Field(default_factory=dict)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    last_trigger: TriggerRecord | None = None
+    cycles: NonNegativeInt = 0
     updated_at: str | None = None
 
     def bump(self, name: str, n: int = 1) -> None:
         self.totals[name] = self.totals.get(name, 0) + n
 
-    def version_counts(self, version: str) -> dict[str, int]:
-        return self.counts.setdefault(version, {"predictions": 0, "labelled": 0, "positives": 0})
-
-
-class _LabelledLength(BaseModel):
-    bytes: NonNegativeInt
-    rows: NonNegativeInt
-
-
-class _StateShape(BaseModel):
-    """What a state file must hold for a cycle to use it (checked on load: a hand-edited or damaged file
-    is refused naming the key, never a crash in the middle of a cycle)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    format: int
-    offsets: dict[str, NonNegativeInt] = {}
-    labelled: _LabelledLength = _LabelledLength(bytes=0, rows=0)
-    pending: dict[str, tuple[str, str, str, float, float, float, float, float, float, int]] = {}
-    orphans: dict[str, tuple[str, int]] = {}
-    recent_inputs: list[tuple[str, str, str, float, float, float, float, float]] = []
-    windows: dict[str, list[tuple[str, int, int, float]]] = {}
-    counts: dict[str, dict[str, int]] = {}
-    totals: dict[str, int] = {}
-    history: list[dict[str, Any]] = []
-    last_trigger: dict[str, Any] | None = None
-    cycles: NonNegativeInt = 0
-    updated_at: str | None = None
+    def version_counts(self, version: str) -> VersionCounts:
+        counts = self.counts.get(version)
+        if counts is None:
+            counts = self.counts[version] = VersionCounts()
+        return counts
 
 
 def load_state(path: Path) -> MonitorState:
@@ -96,10 +92,8 @@ def load_state(path: Path) -> MonitorState:
             raise ValueError(f"top level must be a JSON object, got {type(raw).__name__}")
         if raw.get("format") != STATE_FORMAT:
             raise ValueError(f"format: {raw.get('format')!r}, expected {STATE_FORMAT}")
-        _StateShape.model_validate(raw)
-        known = set(MonitorState.__dataclass_fields__)
-        return MonitorState(**{k: v for k, v in raw.items() if k in known})
-    except (ValueError, TypeError, AttributeError, OSError) as e:
+        return MonitorState.model_validate(raw)
+    except (ValueError, TypeError, OSError) as e:
         reason = explain(e) if isinstance(e, ValidationError) else str(e)
         raise DataValidationError(
             f"monitor state {path} is unreadable ({reason}); move it aside to start counting from scratch "
@@ -108,4 +102,27 @@ def load_state(path: Path) -> MonitorState:
 
 
 def save_state(path: Path, state: MonitorState) -> None:
-    atomic_write_text(path, json.dumps(asdict(state), separators=(",", ":"), allow_nan=False))
+    atomic_write_bytes(path, state.model_dump_json().encode("utf-8"))
+
+
+def recover_labelled(paths: Paths, state: MonitorState) -> int:
+    """Cut the labelled file back to its committed length; returns the bytes dropped."""
+    path = labelled_file(paths)
+    committed = state.labelled.bytes
+    size = path.stat().st_size if path.is_file() else 0
+    if size < committed:
+        raise IntegrityError(
+            f"{path} holds {size} bytes but the monitor state {paths.monitor_state} committed {committed}: "
+            "labelled rows were lost outside the monitor"
+        )
+    if size > committed:
+        with open(path, "r+b") as f:
+            f.truncate(committed)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning(
+            "dropped %d uncommitted bytes from %s (an interrupted cycle); their records are read again",
+            size - committed,
+            path,
+        )
+    return size - committed

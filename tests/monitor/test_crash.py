@@ -58,8 +58,8 @@ def test_kill_9_mid_run_then_restart_loses_and_double_counts_nothing(trained, pa
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         state = load_state(paths.monitor_state)
-        kills.append({"committed": state.labelled["rows"],
-                      "uncommitted_bytes": labelled_file(paths).stat().st_size - state.labelled["bytes"]})
+        kills.append({"committed": state.labelled.rows,
+                      "uncommitted_bytes": labelled_file(paths).stat().st_size - state.labelled.bytes})
     assert kills and 0 < kills[0]["committed"] < len(labelled_ids), kills
 
     proc = start_monitor(trained, redis_server.url)
@@ -71,10 +71,10 @@ def test_kill_9_mid_run_then_restart_loses_and_double_counts_nothing(trained, pa
     assert got["request_id"].is_unique
     assert set(got["request_id"]) == labelled_ids
     state = load_state(paths.monitor_state)
-    assert state.counts["v1"]["predictions"] == ROWS and state.counts["v1"]["labelled"] == len(labelled_ids)
+    assert state.counts["v1"].predictions == ROWS and state.counts["v1"].labelled == len(labelled_ids)
     assert set(state.pending) == set(ids) - labelled_ids and not state.orphans
     assert state.totals["predictions_read"] == ROWS and state.totals["feedback_read"] == len(labelled_ids)
-    assert labelled_file(paths).stat().st_size == state.labelled["bytes"]
+    assert labelled_file(paths).stat().st_size == state.labelled.bytes
     # The joined rows carry the right labels.
     truth = dict(zip(ids, df["machine_failure"].astype(int)))
     assert all(truth[r] == y for r, y in zip(got["request_id"], got["machine_failure"]))

@@ -28,13 +28,13 @@ def test_natural_split_flags_air_temperature_not_speed_torque_or_wear(data, rows
     settings, paths, train = data
     window = day2(paths, "natural").iloc[-rows:]
     rep = drift_report(train, window, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
-    assert rep["status"] == "ok"
-    assert "air_temperature_k" in rep["flagged"]
-    assert not UNTOUCHED & set(rep["flagged"])
-    assert "type" not in rep["flagged"]
-    f = rep["features"]["air_temperature_k"]
-    assert f["n_reference"] == 7000 and f["n_production"] == rows
-    assert f["effect_size"]["psi"] > settings.monitoring.thresholds.psi and f["p_value"] < 1e-10
+    assert rep.status == "ok"
+    assert "air_temperature_k" in rep.flagged
+    assert not UNTOUCHED & set(rep.flagged)
+    assert "type" not in rep.flagged
+    f = rep.features["air_temperature_k"]
+    assert f.n_reference == 7000 and f.n_production == rows
+    assert f.effect_size["psi"] > settings.monitoring.thresholds.psi and f.p_value < 1e-10
 
 
 @pytest.mark.parametrize("recipe,column", [("torque_shift", "torque_nm"), ("accelerated_tool_wear", "tool_wear_min"),
@@ -43,24 +43,24 @@ def test_a_drift_recipe_flags_its_feature_and_not_the_untouched_ones(data, recip
     settings, paths, train = data
     window = day2(paths, recipe).iloc[-500:]
     rep = drift_report(train, window, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
-    assert column in rep["flagged"]
+    assert column in rep.flagged
     # The recipe is applied to the later timeframe, so air (and process) temperature drift naturally too;
     # the features neither the recipe nor time touched stay quiet.
-    assert not (UNTOUCHED - {column}) & set(rep["flagged"])
+    assert not (UNTOUCHED - {column}) & set(rep.flagged)
 
 
 def test_nothing_is_flagged_below_the_minimum_sample(data):
     settings, paths, train = data
     window = day2(paths, "torque_shift").iloc[: settings.monitoring.drift_min_samples - 1]
     rep = drift_report(train, window, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
-    assert rep["status"] == "insufficient_data" and rep["flagged"] == []
+    assert rep.status == "insufficient_data" and rep.flagged == []
 
 
 def test_same_distribution_is_not_flagged(data):
     settings, _, train = data
     shuffled = train.sample(frac=1.0, random_state=0)  # air temperature wanders with time: compare like with like
     rep = drift_report(shuffled.iloc[:6500], shuffled.iloc[6500:], thresholds=settings.monitoring.thresholds, min_samples=200)
-    assert rep["flagged"] == []
+    assert rep.flagged == []
 
 
 def test_psi_uses_ten_training_quantile_bins_and_is_zero_for_identical_samples():
@@ -78,4 +78,4 @@ def test_type_shift_is_flagged_by_chi_square(data):
     window = day2(paths, "natural").iloc[-500:].copy()
     window["type"] = np.where(np.arange(500) % 2 == 0, "H", window["type"])
     rep = drift_report(train, pd.DataFrame(window), thresholds=settings.monitoring.thresholds, min_samples=200)
-    assert "type" in rep["flagged"] and rep["features"]["type"]["effect_size"]["cramers_v"] > 0.1
+    assert "type" in rep.flagged and rep.features["type"].effect_size["cramers_v"] > 0.1

@@ -62,14 +62,14 @@ def test_drifted_traffic_closes_the_loop(loop_project, redis_client, record_prop
         # 2. The monitor flags the drifted feature, not the untouched ones, and sends one message.
         monitor = Monitor(settings=settings, redis_client=redis_client)
         report = monitor.cycle()
-        assert report["ingest"]["new_labelled"] == ROWS
-        assert "drift:tool_wear_min" in report["fired"]
-        assert not {"drift:rotational_speed_rpm", "drift:torque_nm", "drift:type"} & set(report["fired"])
-        assert report["trigger"]["status"] == "sent"
-        assert monitor.cycle()["trigger"]["status"] == "suppressed"
+        assert report.ingest.new_labelled == ROWS
+        assert "drift:tool_wear_min" in report.fired
+        assert not {"drift:rotational_speed_rpm", "drift:torque_nm", "drift:type"} & set(report.fired)
+        assert report.trigger.status == "sent"
+        assert monitor.cycle().trigger.status == "suppressed"
         (raw,) = redis_client.lrange(keys.retrain_queue, 0, -1)
         message = parse_retrain_message(raw)
-        assert message.id == report["trigger"]["message_id"]
+        assert message.id == report.trigger.message_id
         assert len(load_labelled(paths)) == ROWS
 
         # 3. The worker trains v2 on a new data version and the gate decides.

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from services.monitor.ingest import Ingestor, recover_labelled
+from services.monitor.ingest import Ingestor
 from services.monitor.reader import LogDir, read_complete_lines
-from services.monitor.state import MonitorState, load_state, save_state
+from services.monitor.state import MonitorState, load_state, recover_labelled, save_state
 from shared.labelled import COLUMNS, labelled_file, load_labelled
 from tests.monitor.helpers import append, day2, prediction_lines, raw_columns_equal
 
@@ -64,7 +64,7 @@ def test_labels_join_once_whatever_the_order_and_duplicates_are_ignored(paths):
     assert list(got.columns) == COLUMNS
     assert len(got) == 300 and got["request_id"].is_unique and set(got["request_id"]) == set(ids)
     assert raw_columns_equal(got.reset_index(drop=True), df.reset_index(drop=True))  # oldest first = log order here
-    assert state.counts["v1"] == {"predictions": 300, "labelled": 300, "positives": int(df.machine_failure.sum())}
+    assert state.counts["v1"].model_dump() == {"predictions": 300, "labelled": 300, "positives": int(df.machine_failure.sum())}
 
 
 def test_partial_last_line_waits_and_malformed_lines_are_counted_not_fatal(paths):
@@ -105,7 +105,7 @@ def test_a_crash_between_append_and_state_save_neither_loses_nor_double_counts(p
     monkeypatch.setattr(ingest_mod, "save_state", crash)
     with pytest.raises(KeyboardInterrupt):
         ingestor(paths).run(load_state(paths.monitor_state))
-    assert labelled_file(paths).stat().st_size > load_state(paths.monitor_state).labelled["bytes"]
+    assert labelled_file(paths).stat().st_size > load_state(paths.monitor_state).labelled.bytes
     assert len(load_labelled(paths)) == 200  # readers see only the committed rows
     monkeypatch.undo()
 
@@ -114,7 +114,7 @@ def test_a_crash_between_append_and_state_save_neither_loses_nor_double_counts(p
     ingestor(paths).run(state)
     got = load_labelled(paths)
     assert len(got) == 400 and got["request_id"].is_unique and set(got["request_id"]) == set(ids)
-    assert state.counts["v1"]["labelled"] == 400 and state.counts["v1"]["predictions"] == 400
+    assert state.counts["v1"].labelled == 400 and state.counts["v1"].predictions == 400
 
 
 def test_state_round_trips_unchanged(paths):

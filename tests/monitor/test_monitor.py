@@ -10,6 +10,7 @@ from services.monitor.monitor import Monitor
 from services.monitor.state import load_state, save_state
 from shared.errors import MonitorBusyError
 from shared.paths import Paths, RedisKeys
+from shared.queue import RetrainQueue
 from shared.schemas import parse_retrain_message, parse_utc
 from tests.monitor.helpers import day2, write_traffic
 
@@ -23,8 +24,8 @@ def with_monitoring(settings, **changes):
 def age_last_trigger(paths, redis_client, settings, *, seconds: float) -> None:
     """Move the recorded last trigger back in time, in the state file and in Redis (as if time passed)."""
     state = load_state(paths.monitor_state)
-    old = (parse_utc(state.last_trigger["time"]) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    state.last_trigger["time"] = old
+    old = (parse_utc(state.last_trigger.time) - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    state.last_trigger.time = old
     save_state(paths.monitor_state, state)
     key = RedisKeys.from_settings(settings).monitor_cooldown
     if redis_client.get(key) is not None:
@@ -38,24 +39,24 @@ def queued(redis_client, settings) -> list:
 def test_natural_traffic_flags_air_temperature_and_reports_metrics_against_training(trained, paths, redis_client):
     write_traffic(paths, day2(paths, "natural").iloc[-1000:])
     report = Monitor(settings=trained, redis_client=redis_client).cycle()
-    assert "drift:air_temperature_k" in report["fired"]
-    assert not UNTOUCHED & set(report["fired"])
-    drift = report["drift"]
-    assert drift["n_production"] == 500 and drift["reference"]["data_version"] == "v3_split"
-    assert drift["reference"]["path"] == "data/processed/v3_split/train.csv"
-    perf = report["performance"]["v1"]
-    assert perf["window"]["rows"] == 500 and perf["label_coverage"]["coverage"] == 1.0
-    assert perf["training"]["f1"] > 0.5 and perf["production"]["f1"] is not None
-    assert set(perf["checks"]) == {"f1", "error_rate"}
+    assert "drift:air_temperature_k" in report.fired
+    assert not UNTOUCHED & set(report.fired)
+    drift = report.drift
+    assert drift.n_production == 500 and drift.reference.data_version == "v3_split"
+    assert drift.reference.path == "data/processed/v3_split/train.csv"
+    perf = report.performance["v1"]
+    assert perf.window.rows == 500 and perf.label_coverage.coverage == 1.0
+    assert perf.training.f1 > 0.5 and perf.production.f1 is not None
+    assert set(perf.checks) == {"f1", "error_rate"}
 
 
 def test_reports_are_written_and_load_back_unchanged(trained, paths, redis_client):
     write_traffic(paths, day2(paths, "torque_shift").iloc[:600])
     report = Monitor(settings=trained, redis_client=redis_client).cycle()
-    json_path = paths.volume / report["paths"]["json"]
-    html_path = paths.volume / report["paths"]["html"]
-    assert json.loads(json_path.read_text()) == json.loads(json.dumps(report))
-    assert json.loads((paths.reports_dir / "latest.json").read_text()) == json.loads(json.dumps(report))
+    json_path = paths.volume / report.paths.json_file
+    html_path = paths.volume / report.paths.html_file
+    assert json.loads(json_path.read_text()) == report.model_dump(mode="json")
+    assert json.loads((paths.reports_dir / "latest.json").read_text()) == report.model_dump(mode="json")
     page = html_path.read_text()
     assert page == (paths.reports_dir / "latest.html").read_text()
     assert page.count("<img ") == 2 and "data:image/png;base64," in page
@@ -70,14 +71,15 @@ def test_one_condition_sends_exactly_one_message_until_cooldown_or_a_new_version
     monitor = Monitor(settings=settings, redis_client=redis_client)
     write_traffic(paths, day2(paths, "torque_shift").iloc[:600])
     first = monitor.cycle()
-    assert first["trigger"]["status"] == "sent"
-    assert {"drift:torque_nm", "performance:f1"} <= set(first["fired"])
+    assert first.trigger.status == "sent"
+    assert {"drift:torque_nm", "performance:f1"} <= set(first.fired)
     msgs = queued(redis_client, settings)
     assert len(msgs) == 1
     msg = msgs[0]
-    assert msg.id == first["trigger"]["message_id"] and msg.include_production
+    assert msg.id == first.trigger.message_id and msg.include_production
+    assert RetrainQueue.from_settings(settings, redis=redis_client).job(msg.id)["status"] == "queued"
     ev = msg.evidence
-    assert {c["name"] for c in ev["checks"]} == set(first["fired"])
+    assert {c["name"] for c in ev["checks"]} == set(first.fired)
     assert (paths.volume / ev["report"]).is_file() and ev["serving_version"] == "v1"
     assert ev["window"]["labelled"]["rows"] == 500 and ev["window"]["drift"]["rows"] == 500
     torque = next(c for c in ev["checks"] if c["name"] == "drift:torque_nm")
@@ -87,38 +89,38 @@ def test_one_condition_sends_exactly_one_message_until_cooldown_or_a_new_version
     second = monitor.cycle()
     write_traffic(paths, day2(paths, "torque_shift").iloc[600:700], start=600)
     third = monitor.cycle()
-    assert second["trigger"]["status"] == third["trigger"]["status"] == "suppressed"
+    assert second.trigger.status == third.trigger.status == "suppressed"
     assert len(queued(redis_client, settings)) == 1
 
     # Redis lost its copy of the cooldown: the state file still remembers.
     redis_client.delete(RedisKeys.from_settings(settings).monitor_cooldown)
-    assert monitor.cycle()["trigger"]["status"] == "suppressed"
+    assert monitor.cycle().trigger.status == "suppressed"
     assert len(queued(redis_client, settings)) == 1
 
     # After the cooldown: one more.
     age_last_trigger(paths, redis_client, settings, seconds=601)
-    assert monitor.cycle()["trigger"]["status"] == "sent"
-    assert monitor.cycle()["trigger"]["status"] == "suppressed"
+    assert monitor.cycle().trigger.status == "sent"
+    assert monitor.cycle().trigger.status == "suppressed"
     assert len(queued(redis_client, settings)) == 2
 
     # A new model version serves: the condition is new even inside the cooldown.
     train_and_register(trained, trigger={"kind": "command", "command": "test"})
     write_traffic(paths, day2(paths, "torque_shift").iloc[700:1300], version="v2", start=700)
     report = monitor.cycle()
-    assert report["serving_version"] == "v2" and report["trigger"]["status"] == "sent"
+    assert report.serving_version == "v2" and report.trigger.status == "sent"
     assert len(queued(redis_client, settings)) == 3
-    assert load_state(paths.monitor_state).last_trigger["serving_version"] == "v2"
-    assert json.loads(redis_client.get(RedisKeys.from_settings(settings).monitor_cooldown))["message_id"] == report["trigger"]["message_id"]
+    assert load_state(paths.monitor_state).last_trigger.serving_version == "v2"
+    assert json.loads(redis_client.get(RedisKeys.from_settings(settings).monitor_cooldown))["message_id"] == report.trigger.message_id
 
 
 def test_a_new_check_firing_is_a_new_condition(trained, paths, redis_client):
     monitor = Monitor(settings=trained, redis_client=redis_client)
     write_traffic(paths, day2(paths, "natural").iloc[:300], labels=False)
     first = monitor.cycle()
-    assert first["trigger"]["status"] == "sent" and "drift:torque_nm" not in first["fired"]
+    assert first.trigger.status == "sent" and "drift:torque_nm" not in first.fired
     write_traffic(paths, day2(paths, "torque_shift").iloc[300:800], start=300, labels=False)
     second = monitor.cycle()
-    assert "drift:torque_nm" in second["fired"] and second["trigger"]["status"] == "sent"
+    assert "drift:torque_nm" in second.fired and second.trigger.status == "sent"
     assert len(queued(redis_client, trained)) == 2
 
 
@@ -129,18 +131,19 @@ def test_redis_down_sends_nothing_and_retries_next_cycle(trained, paths, redis_s
     dead = redis.Redis.from_url(f"redis://127.0.0.1:{redis_server.port + 1 if redis_server.port < 65535 else 1}/0",
                                 socket_connect_timeout=0.5)
     report = Monitor(settings=trained, redis_client=dead).cycle()
-    assert report["trigger"]["status"] == "error"
+    assert report.trigger.status == "error"
     assert load_state(paths.monitor_state).last_trigger is None
     report = Monitor(settings=trained, redis_client=redis_client).cycle()
-    assert report["trigger"]["status"] == "sent" and len(queued(redis_client, trained)) == 1
+    assert report.trigger.status == "sent" and len(queued(redis_client, trained)) == 1
 
 
 def test_performance_checks_wait_for_enough_labels(trained, paths, redis_client):
     write_traffic(paths, day2(paths, "torque_shift").iloc[:300], labels=False)
     report = Monitor(settings=trained, redis_client=redis_client).cycle()
-    checks = report["performance"]["v1"]["checks"]
-    assert checks["f1"]["status"] == checks["error_rate"]["status"] == "too_few_labels"
-    assert report["performance"]["v1"]["label_coverage"] == {"predictions": 300, "labelled": 0, "pending": 300, "coverage": 0.0}
+    checks = report.performance["v1"].checks
+    assert checks["f1"].status == checks["error_rate"].status == "too_few_labels"
+    coverage = report.performance["v1"].label_coverage
+    assert coverage.model_dump() == {"predictions": 300, "labelled": 0, "pending": 300, "coverage": 0.0}
 
 
 def test_quiet_loop_cycles_write_no_per_cycle_files(trained, paths, redis_client):
@@ -150,7 +153,7 @@ def test_quiet_loop_cycles_write_no_per_cycle_files(trained, paths, redis_client
     before = sorted(p.name for p in paths.reports_dir.iterdir())
     report = monitor.cycle(quiet_reports=True)
     assert sorted(p.name for p in paths.reports_dir.iterdir()) == before
-    assert json.loads((paths.reports_dir / "latest.json").read_text())["created_at"] == report["created_at"]
+    assert json.loads((paths.reports_dir / "latest.json").read_text())["created_at"] == report.created_at
 
 
 def test_a_second_monitor_on_the_same_volume_is_refused(trained, paths):
@@ -167,7 +170,7 @@ def test_monitor_cli_once_runs_one_cycle(trained, paths, redis_server, redis_cli
     write_traffic(paths, day2(paths, "natural").iloc[:300])
     monkeypatch.setenv("CLOCKWORK_REDIS_URL", redis_server.url)
     assert main(["--config", str(trained.config_path), "--once"]) == 0
-    assert load_state(Paths.from_settings(trained).monitor_state).labelled["rows"] == 300
+    assert load_state(Paths.from_settings(trained).monitor_state).labelled.rows == 300
     assert main(["--config", str(trained.config_path), "lineage", "no-such-id"]) == 1
 
 

@@ -1,0 +1,142 @@
+"""The report's plots: training vs production distributions and metrics over time, as base64 PNG.
+
+matplotlib's object API only (no pyplot, no global state, no display needed), so the monitor can draw
+in any thread of a headless container.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from services.monitor.drift import DriftReport
+from services.monitor.report_model import HistoryEntry
+from shared.features import NUMERIC_FEATURES, TYPE_CODES
+
+
+def _png(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def distribution_plot(reference: pd.DataFrame, production: pd.DataFrame, drift: DriftReport) -> str:
+    features = drift.features
+    fig = Figure(figsize=(15, 8), layout="constrained")
+    axes = fig.subplots(2, 3).ravel()
+    for ax, col in zip(axes, NUMERIC_FEATURES, strict=False):
+        ref = reference[col].to_numpy(dtype=float)
+        prod = production[col].to_numpy(dtype=float)
+        lo, hi = float(min(ref.min(), prod.min())), float(max(ref.max(), prod.max()))
+        bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
+        ax.hist(
+            ref,
+            bins=bins,
+            density=True,
+            histtype="stepfilled",
+            alpha=0.5,
+            label=f"training (n={len(ref)})",
+            color="tab:blue",
+        )
+        ax.hist(
+            prod,
+            bins=bins,
+            density=True,
+            histtype="stepfilled",
+            alpha=0.5,
+            label=f"production (n={len(prod)})",
+            color="tab:orange",
+        )
+        f = features.get(col)
+        flagged = bool(f and f.flagged)
+        ax.set_title(
+            f"{'DRIFT ' if flagged else ''}{col}\n"
+            f"PSI {fmt(f.effect_size.get('psi') if f else None)}, KS p {fmt(f.p_value if f else None)}",
+            color="red" if flagged else "black",
+            fontsize=10,
+        )
+        ax.legend(fontsize=8)
+    ax = axes[len(NUMERIC_FEATURES)]
+    cats = list(TYPE_CODES)
+    x = np.arange(len(cats))
+    ref_share = [float((reference["type"] == c).mean()) for c in cats]
+    prod_share = [float((production["type"] == c).mean()) if len(production) else 0.0 for c in cats]
+    ax.bar(x - 0.2, ref_share, 0.4, label="training", color="tab:blue", alpha=0.7)
+    ax.bar(x + 0.2, prod_share, 0.4, label="production", color="tab:orange", alpha=0.7)
+    ax.set_xticks(x, cats)
+    t = features.get("type")
+    flagged = bool(t and t.flagged)
+    ax.set_title(
+        f"{'DRIFT ' if flagged else ''}type (share)\nchi2 p {fmt(t.p_value if t else None)}",
+        color="red" if flagged else "black",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = None) -> str | None:
+    if not history:
+        return None
+    times = pd.to_datetime([h.time for h in history])
+    fig = Figure(figsize=(15, 4), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    versions = sorted({v for h in history for v in h.versions}, key=lambda v: int(v[1:]) if v[1:].isdigit() else 0)
+    for v in versions:
+        points = [h.versions.get(v) for h in history]
+        for metric, style in (("f1", "-"), ("error_rate", ":")):
+            ys = _series([getattr(p, metric) if p else None for p in points])
+            if not all(np.isnan(ys)):
+                (line,) = ax1.plot(times, ys, style, marker=".", label=f"{v} {metric}")
+                trained = [getattr(p, f"training_{metric}") for p in points if p]
+                trained = [t for t in trained if t is not None]
+                if trained:
+                    ax1.axhline(
+                        trained[-1],
+                        color=line.get_color(),
+                        linestyle="--",
+                        linewidth=0.8,
+                        label=f"{v} training {metric}",
+                    )
+    ax1.set_title("production metrics per model version (window)")
+    ax1.set_ylim(-0.02, 1.02)
+    if ax1.get_legend_handles_labels()[0]:
+        ax1.legend(fontsize=8)
+    for col in ["type"] + NUMERIC_FEATURES:
+        key = "cramers_v" if col == "type" else "psi"
+        drift_points = [h.drift.get(col) for h in history]
+        ys = _series([getattr(p, key) if p else None for p in drift_points])
+        if not all(np.isnan(ys)):
+            ax2.plot(times, ys, marker=".", label=f"{col} ({'V' if col == 'type' else 'PSI'})")
+    if psi_threshold is not None:
+        ax2.axhline(psi_threshold, color="red", linestyle="--", linewidth=0.8, label=f"PSI threshold {psi_threshold}")
+    ax2.set_yscale("symlog", linthresh=0.1)
+    ax2.set_ylim(bottom=0)  # effect sizes are never negative
+    ax2.set_title("drift effect size over time")
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=8)
+    # A short history (one cycle, a few minutes) would otherwise get an axis spanning years.
+    pad = max((times.max() - times.min()) * 0.05, pd.Timedelta(minutes=5))
+    for ax in (ax1, ax2):
+        ax.set_xlim(times.min() - pad, times.max() + pad)
+        ax.tick_params(axis="x", labelrotation=30)
+    return _png(fig)
+
+
+def _series(values: list[float | None]) -> list[float]:
+    return [np.nan if y is None else y for y in values]
+
+
+def fmt(x: object) -> str:
+    """A figure for a page: 3 decimals, scientific when tiny or huge, "-" for none."""
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if x != 0 and (abs(x) < 1e-3 or abs(x) >= 1e5):
+            return f"{x:.2e}"
+        return f"{x:.3f}"
+    return str(x)
