@@ -9,6 +9,7 @@
 python -m bench.baseline_app --config PATH --port N --variant direct|fastapi
 Served with the service's own uvicorn settings (services.inference.__main__.uvicorn_config).
 """
+
 # No `from __future__ import annotations`: FastAPI must see the Reading class built at run time.
 import argparse
 import sys
@@ -21,8 +22,15 @@ from services.inference.routing import DirectRoute, JSONBytes, parse
 from shared.config import Settings, load_settings_or_exit
 
 VARIANTS = ("direct", "fastapi")
-ANSWER = orjson.dumps({"request_id": "0000000000000000-0000001", "model_version": "v0", "failure_probability": 0.0123,
-                       "prediction": 0, "threshold": 0.5})
+ANSWER = orjson.dumps(
+    {
+        "request_id": "0000000000000000-0000001",
+        "model_version": "v0",
+        "failure_probability": 0.0123,
+        "prediction": 0,
+        "threshold": 0.5,
+    }
+)
 
 
 def create_baseline_app(settings: Settings, *, variant: str) -> FastAPI:
@@ -30,16 +38,23 @@ def create_baseline_app(settings: Settings, *, variant: str) -> FastAPI:
     limit = settings.deployment.max_body_bytes
     app = FastAPI(title=f"validation-only baseline ({variant})")
     if variant == "direct":
+
         async def predict(request: Request) -> JSONBytes:
             await parse(request, Reading, limit)  # a refusal (BadRequest) is answered by DirectRoute
             return JSONBytes(ANSWER)
 
         app.router.routes.append(DirectRoute("/predict", predict, methods=["POST"], body=Reading))
     elif variant == "fastapi":
+
         @app.post("/predict", response_model=schemas.Prediction)
         async def predict(reading: Reading) -> schemas.Prediction:  # type: ignore[valid-type]
-            return schemas.Prediction(request_id="0000000000000000-0000001", model_version="v0",
-                                      failure_probability=0.0123, prediction=0, threshold=0.5)
+            return schemas.Prediction(
+                request_id="0000000000000000-0000001",
+                model_version="v0",
+                failure_probability=0.0123,
+                prediction=0,
+                threshold=0.5,
+            )
     else:
         raise ValueError(f"unknown baseline variant {variant!r}; expected one of {VARIANTS}")
     return app

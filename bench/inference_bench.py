@@ -14,6 +14,7 @@ Reports: single-row /predict throughput of each server and the ratio service / f
 (medians over rounds), p50/p99 latency at a fixed request rate (open loop), /predict/batch rows/s.
 Not a test: a benchmark, bounded in requests and time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,13 +32,20 @@ from pathlib import Path
 
 import httpx
 
+from bench.loadgen import Result, run_load
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from bench.loadgen import Result, run_load  # noqa: E402
-
-BODY = json.dumps({"Type": "M", "Air temperature [K]": 298.1, "Process temperature [K]": 308.6,
-                   "Rotational speed [rpm]": 1551, "Torque [Nm]": 42.8, "Tool wear [min]": 0}).encode()
+BODY = json.dumps(
+    {
+        "Type": "M",
+        "Air temperature [K]": 298.1,
+        "Process temperature [K]": 308.6,
+        "Rotational speed [rpm]": 1551,
+        "Torque [Nm]": 42.8,
+        "Tool wear [min]": 0,
+    }
+).encode()
 
 
 def free_port() -> int:
@@ -48,10 +56,11 @@ def free_port() -> int:
 
 def build_project(dest: Path) -> Path:
     """A fresh project: the repository's config.yaml, the raw data, prep, one trained model (v1)."""
-    from shared.config import load_settings
+    import yaml
+
     from services.prep import pipeline
     from services.trainer.train import train_and_register
-    import yaml
+    from shared.config import load_settings
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     dest.mkdir(parents=True, exist_ok=True)
@@ -63,7 +72,9 @@ def build_project(dest: Path) -> Path:
     pipeline.run(settings)
     md = train_and_register(settings, trigger={"kind": "benchmark"})
     if md["version"] != settings.deployment.model_version:
-        raise SystemExit(f"benchmark project: trained {md['version']} but config pins {settings.deployment.model_version}")
+        raise SystemExit(
+            f"benchmark project: trained {md['version']} but config pins {settings.deployment.model_version}"
+        )
     return dest / "config.yaml"
 
 
@@ -72,7 +83,11 @@ class Server:
         self.name, self.port = name, port
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, *args], cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
 
@@ -83,8 +98,12 @@ class Server:
                 self.log.seek(0)
                 raise SystemExit(f"{self.name} exited: {self.log.read().decode(errors='replace')[-2000:]}")
             try:
-                r = httpx.post(f"http://127.0.0.1:{self.port}{path}", content=BODY, timeout=2,
-                               headers={"Content-Type": "application/json"})
+                r = httpx.post(
+                    f"http://127.0.0.1:{self.port}{path}",
+                    content=BODY,
+                    timeout=2,
+                    headers={"Content-Type": "application/json"},
+                )
                 if r.status_code == 200:
                     return
             except httpx.HTTPError:
@@ -123,8 +142,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.inference_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m bench.inference_bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", help="an existing project whose pinned model to serve (default: build a temporary one)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of each throughput run")
     p.add_argument("--rounds", type=int, default=3, help="alternating throughput rounds per server")
@@ -155,32 +177,93 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT), CLOCKWORK_LOG_LEVEL="WARNING")
     ports = {name: free_port() for name in ("service", "service-inline", "baseline-direct", "baseline-fastapi")}
     servers = {
-        "service": Server("service", ["-m", "services.inference", "serve", "--config", str(config), "--instance-id", "bench"],
-                          ports["service"], server_cpus, dict(env, CLOCKWORK_PORT=str(ports["service"]))),
-        "service-inline": Server("service-inline", ["-m", "services.inference", "serve", "--config", str(inline_config),
-                                                    "--instance-id", "bench-inline"], ports["service-inline"], server_cpus,
-                                 dict(env, CLOCKWORK_PORT=str(ports["service-inline"]))),
-        "baseline-direct": Server("baseline-direct", ["-m", "bench.baseline_app", "--config", str(config), "--variant", "direct",
-                                                      "--port", str(ports["baseline-direct"])], ports["baseline-direct"], server_cpus, env),
-        "baseline-fastapi": Server("baseline-fastapi", ["-m", "bench.baseline_app", "--config", str(config), "--variant", "fastapi",
-                                                        "--port", str(ports["baseline-fastapi"])], ports["baseline-fastapi"], server_cpus, env),
+        "service": Server(
+            "service",
+            ["-m", "services.inference", "serve", "--config", str(config), "--instance-id", "bench"],
+            ports["service"],
+            server_cpus,
+            dict(env, CLOCKWORK_PORT=str(ports["service"])),
+        ),
+        "service-inline": Server(
+            "service-inline",
+            ["-m", "services.inference", "serve", "--config", str(inline_config), "--instance-id", "bench-inline"],
+            ports["service-inline"],
+            server_cpus,
+            dict(env, CLOCKWORK_PORT=str(ports["service-inline"])),
+        ),
+        "baseline-direct": Server(
+            "baseline-direct",
+            [
+                "-m",
+                "bench.baseline_app",
+                "--config",
+                str(config),
+                "--variant",
+                "direct",
+                "--port",
+                str(ports["baseline-direct"]),
+            ],
+            ports["baseline-direct"],
+            server_cpus,
+            env,
+        ),
+        "baseline-fastapi": Server(
+            "baseline-fastapi",
+            [
+                "-m",
+                "bench.baseline_app",
+                "--config",
+                str(config),
+                "--variant",
+                "fastapi",
+                "--port",
+                str(ports["baseline-fastapi"]),
+            ],
+            ports["baseline-fastapi"],
+            server_cpus,
+            env,
+        ),
     }
-    results: dict = {"machine": {"cpus": ncpu, "server_cpus": sorted(server_cpus or []), "client_cpus": sorted(client_cpus or [])},
-                     "settings": {"seconds": args.seconds, "rounds": args.rounds, "connections": args.connections,
-                                  "clients": args.clients, "rate": args.rate},
-                     "model": {"version": settings.deployment.model_version,
-                               "n_estimators": settings.model_params.n_estimators, "max_depth": settings.model_params.max_depth}}
+    results: dict = {
+        "machine": {"cpus": ncpu, "server_cpus": sorted(server_cpus or []), "client_cpus": sorted(client_cpus or [])},
+        "settings": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "clients": args.clients,
+            "rate": args.rate,
+        },
+        "model": {
+            "version": settings.deployment.model_version,
+            "n_estimators": settings.model_params.n_estimators,
+            "max_depth": settings.model_params.max_depth,
+        },
+    }
     log_path = Paths.from_settings(settings).prediction_log_dir / "bench.jsonl"
     try:
         for s in servers.values():
             s.wait_ready("/predict")
         lines_before = _count_lines(log_path)
 
-        def drive(name: str, path: str = "/predict", body: bytes = BODY, seconds: float = args.seconds,
-                  rate: float | None = None) -> Result:
-            return run_load(host="127.0.0.1", port=servers[name].port, path=path, body=body, processes=args.clients,
-                            connections=args.connections if rate is None else 32, seconds=seconds,
-                            max_requests=10_000_000, rate=rate, cpus=client_cpus)
+        def drive(
+            name: str,
+            path: str = "/predict",
+            body: bytes = BODY,
+            seconds: float = args.seconds,
+            rate: float | None = None,
+        ) -> Result:
+            return run_load(
+                host="127.0.0.1",
+                port=servers[name].port,
+                path=path,
+                body=body,
+                processes=args.clients,
+                connections=args.connections if rate is None else 32,
+                seconds=seconds,
+                max_requests=10_000_000,
+                rate=rate,
+                cpus=client_cpus,
+            )
 
         for name in servers:  # warm-up
             drive(name, seconds=1.0)
@@ -201,23 +284,44 @@ def main(argv: list[str] | None = None) -> int:
                 this_round[name] = r.requests / r.seconds
                 throughput[name].append(this_round[name])
                 per_cpu[name].append(r.requests / cpu if cpu > 0 else float("nan"))
-                print(f"round {rnd + 1}: {name:17s} {this_round[name]:8.0f} req/s  {per_cpu[name][-1]:8.0f} req per CPU-second",
-                      flush=True)
-            round_ratios.append(this_round["service"] / max(v for n, v in this_round.items() if n.startswith("baseline")))
+                print(
+                    f"round {rnd + 1}: {name:17s} {this_round[name]:8.0f} req/s  "
+                    f"{per_cpu[name][-1]:8.0f} req per CPU-second",
+                    flush=True,
+                )
+            round_ratios.append(
+                this_round["service"] / max(v for n, v in this_round.items() if n.startswith("baseline"))
+            )
         medians = {name: statistics.median(v) for name, v in throughput.items()}
         cpu_medians = {name: statistics.median(v) for name, v in per_cpu.items()}
         fastest = max((n for n in medians if n.startswith("baseline")), key=medians.get)
         ratio = medians["service"] / medians[fastest]
         cpu_fastest = max((n for n in cpu_medians if n.startswith("baseline")), key=cpu_medians.get)
         cpu_ratio = cpu_medians["service"] / cpu_medians[cpu_fastest]
-        results["throughput"] = {"runs_req_s": throughput, "median_req_s": medians, "fastest_baseline": fastest,
-                                 "ratio": ratio, "round_ratios": round_ratios, "median_round_ratio": statistics.median(round_ratios),
-                                 "runs_req_per_cpu_s": per_cpu, "median_req_per_cpu_s": cpu_medians,
-                                 "fastest_baseline_per_cpu": cpu_fastest, "ratio_per_cpu": cpu_ratio}
-        print(f"/predict: service {medians['service']:.0f} req/s, fastest baseline ({fastest}) {medians[fastest]:.0f} req/s, "
-              f"ratio of medians {ratio:.3f}, median of per-round ratios {statistics.median(round_ratios):.3f}", flush=True)
-        print(f"/predict per CPU-second of the server: service {cpu_medians['service']:.0f}, fastest baseline ({cpu_fastest}) "
-              f"{cpu_medians[cpu_fastest]:.0f}, ratio {cpu_ratio:.3f}", flush=True)
+        results["throughput"] = {
+            "runs_req_s": throughput,
+            "median_req_s": medians,
+            "fastest_baseline": fastest,
+            "ratio": ratio,
+            "round_ratios": round_ratios,
+            "median_round_ratio": statistics.median(round_ratios),
+            "runs_req_per_cpu_s": per_cpu,
+            "median_req_per_cpu_s": cpu_medians,
+            "fastest_baseline_per_cpu": cpu_fastest,
+            "ratio_per_cpu": cpu_ratio,
+        }
+        print(
+            f"/predict: service {medians['service']:.0f} req/s, "
+            f"fastest baseline ({fastest}) {medians[fastest]:.0f} req/s, "
+            f"ratio of medians {ratio:.3f}, median of per-round ratios {statistics.median(round_ratios):.3f}",
+            flush=True,
+        )
+        print(
+            f"/predict per CPU-second of the server: service {cpu_medians['service']:.0f}, "
+            f"fastest baseline ({cpu_fastest}) "
+            f"{cpu_medians[cpu_fastest]:.0f}, ratio {cpu_ratio:.3f}",
+            flush=True,
+        )
 
         text = httpx.get(f"http://127.0.0.1:{servers['service'].port}/metrics", timeout=5).text
         runs = float(re.search(r"^clockwork_inference_onnx_runs_total (\S+)$", text, re.M).group(1))
@@ -231,10 +335,19 @@ def main(argv: list[str] | None = None) -> int:
             if name == "service":
                 service_requests += r.requests
             lat = [x * 1000 for x in r.latencies]
-            latency[name] = {"rate": args.rate, "achieved_req_s": r.requests / r.seconds, "errors": r.errors,
-                             "p50_ms": percentile(lat, 0.50), "p99_ms": percentile(lat, 0.99), "max_ms": max(lat)}
-            print(f"latency at {args.rate:.0f} req/s: {name:17s} p50 {latency[name]['p50_ms']:.3f} ms, "
-                  f"p99 {latency[name]['p99_ms']:.3f} ms", flush=True)
+            latency[name] = {
+                "rate": args.rate,
+                "achieved_req_s": r.requests / r.seconds,
+                "errors": r.errors,
+                "p50_ms": percentile(lat, 0.50),
+                "p99_ms": percentile(lat, 0.99),
+                "max_ms": max(lat),
+            }
+            print(
+                f"latency at {args.rate:.0f} req/s: {name:17s} p50 {latency[name]['p50_ms']:.3f} ms, "
+                f"p99 {latency[name]['p99_ms']:.3f} ms",
+                flush=True,
+            )
         results["latency"] = latency
 
         batch = {}
@@ -246,13 +359,20 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"/predict/batch with {rows} rows: {r.errors} failed ({r.statuses})")
             service_requests += r.requests * rows
             batch[rows] = {"req_s": r.requests / r.seconds, "rows_s": r.requests * rows / r.seconds}
-            print(f"/predict/batch {rows:5d} rows: {batch[rows]['req_s']:8.1f} req/s = {batch[rows]['rows_s']:9.0f} rows/s",
-                  flush=True)
+            print(
+                f"/predict/batch {rows:5d} rows: {batch[rows]['req_s']:8.1f} req/s = "
+                f"{batch[rows]['rows_s']:9.0f} rows/s",
+                flush=True,
+            )
         results["batch"] = batch
 
         time.sleep(0.5)
         logged = _count_lines(log_path) - lines_before
-        results["prediction_log"] = {"path": str(log_path), "lines_written": logged, "predictions_measured": service_requests}
+        results["prediction_log"] = {
+            "path": str(log_path),
+            "lines_written": logged,
+            "predictions_measured": service_requests,
+        }
         print(f"prediction log: {logged} lines for {service_requests} measured predictions (plus warm-up)", flush=True)
         if logged < service_requests:
             raise SystemExit("the service logged fewer predictions than it answered")

@@ -6,6 +6,7 @@ latency measured from the send, or from queueing when no connection is free, so 
 hide its queueing).
 Bounded in requests and in time. Used by bench/inference_bench.py; not a test.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,7 +38,7 @@ class Result:
     latencies: list[float] = field(default_factory=list)  # seconds, open loop only
     statuses: dict[int, int] = field(default_factory=dict)
 
-    def merge(self, other: "Result") -> None:
+    def merge(self, other: Result) -> None:
         self.requests += other.requests
         self.errors += other.errors
         self.seconds = max(self.seconds, other.seconds)
@@ -49,7 +50,7 @@ class Result:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection: send a request, parse the answer (Content-Length framed), repeat."""
 
-    def __init__(self, client: "_Client") -> None:
+    def __init__(self, client: _Client) -> None:
         self.client = client
         self.transport: asyncio.Transport | None = None
         self.buf = b""
@@ -169,8 +170,9 @@ class _OpenLoop(_Client):
                 self.finished.set_result(None)
 
 
-async def _run_one(host: str, port: int, request: bytes, connections: int, max_requests: int, seconds: float,
-                   rate: float | None) -> Result:
+async def _run_one(
+    host: str, port: int, request: bytes, connections: int, max_requests: int, seconds: float, rate: float | None
+) -> Result:
     loop = asyncio.get_running_loop()
     deadline = time.perf_counter() + seconds
     client: _Client = (_OpenLoop if rate else _ClosedLoop)(request, max_requests, deadline, record_latency=bool(rate))
@@ -203,7 +205,7 @@ async def _run_one(host: str, port: int, request: bytes, connections: int, max_r
                 client.start(c, time.perf_counter())
     try:
         await asyncio.wait_for(client.finished, timeout=seconds + 30)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     client.result.seconds = time.perf_counter() - started
     for c in conns:
@@ -221,17 +223,29 @@ def _worker(args: tuple, out: mp.Queue) -> None:
     out.put(asyncio.run(_run_one(*args[:-1])))
 
 
-def run_load(*, host: str, port: int, path: str, body: bytes, processes: int = 1, connections: int = 8,
-             max_requests: int = 200_000, seconds: float = 5.0, rate: float | None = None,
-             cpus: set[int] | None = None) -> Result:
+def run_load(
+    *,
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    processes: int = 1,
+    connections: int = 8,
+    max_requests: int = 200_000,
+    seconds: float = 5.0,
+    rate: float | None = None,
+    cpus: set[int] | None = None,
+) -> Result:
     """Drive `POST path` with `body`. Closed loop by default; `rate` (total req/s) makes it open loop."""
     request = build_request(host, port, path, body)
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()
     per_rate = rate / processes if rate else None
     per_max = max(1, max_requests // processes)
-    procs = [ctx.Process(target=_worker, args=((host, port, request, connections, per_max, seconds, per_rate, cpus), out))
-             for _ in range(processes)]
+    procs = [
+        ctx.Process(target=_worker, args=((host, port, request, connections, per_max, seconds, per_rate, cpus), out))
+        for _ in range(processes)
+    ]
     for p in procs:
         p.start()
     total = Result()
@@ -245,7 +259,8 @@ def run_load(*, host: str, port: int, path: str, body: bytes, processes: int = 1
             if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in procs):
                 for p in procs:
                     p.kill()
-                raise RuntimeError(f"load generator process failed (exit codes {[p.exitcode for p in procs]})")
+                codes = [p.exitcode for p in procs]
+                raise RuntimeError(f"load generator process failed (exit codes {codes})") from None
     for p in procs:
         p.join(10)
     return total

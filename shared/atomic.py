@@ -67,13 +67,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def lock_path_of(path: str | os.PathLike) -> Path:
+    """The lock file that guards `path`: `<path>.lock`."""
+    return Path(f"{path}.lock")
+
+
 @contextmanager
-def locked(path: str | os.PathLike) -> Iterator[None]:
-    """An exclusive advisory lock on `<path>.lock` (for read-modify-write of shared files)."""
-    lock_path = Path(f"{path}.lock")
+def locked(path: str | os.PathLike, *, blocking: bool = True) -> Iterator[None]:
+    """An exclusive advisory lock on `<path>.lock` (for read-modify-write of shared files).
+
+    `blocking=False` raises BlockingIOError at once when another process holds it (one owner per volume).
+    """
+    lock_path = lock_path_of(path)
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a") as lf:
-        fcntl.flock(lf.fileno(), fcntl.LOCK_EX)
+        fcntl.flock(lf.fileno(), fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
         try:
             yield
         finally:

@@ -172,3 +172,53 @@ class LiveServer:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(15)
+
+
+# --- projects with registered models (trained once per session, copied per test) ---------------------------
+V2_PARAMS = {"n_estimators": 20, "max_depth": 6}
+
+
+@pytest.fixture(scope="session")
+def trained_template(tmp_path_factory, prepped_template) -> Path:
+    dest = tmp_path_factory.mktemp("trained") / "project"
+    registered_project(prepped_template, dest)
+    return dest
+
+
+@pytest.fixture
+def trained(tmp_path, trained_template) -> Settings:
+    """A private project: prep done, v1 registered and pinned (config's deployment.model_version)."""
+    dest = tmp_path / "project"
+    shutil.copytree(trained_template, dest)
+    return load_settings(dest / "config.yaml", env={})
+
+
+@pytest.fixture(scope="session")
+def served_template(prepped_template, tmp_path_factory) -> Path:
+    """prep + v1 (the configured model) + v2 (a smaller forest), trained once; tests copy it."""
+    dest = tmp_path_factory.mktemp("served") / "project"
+    registered_project(prepped_template, dest, second_params=V2_PARAMS)
+    return dest
+
+
+def set_config_line(text: str, key: str, value: str) -> str:
+    """Replace `  key: ...` (the first one) in config text, keeping everything else (comments included)."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip().startswith(f"{key}:"):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines[i] = f"{indent}{key}: {value}\n"
+            return "".join(lines)
+    raise KeyError(key)
+
+
+@pytest.fixture
+def served(tmp_path, served_template) -> Settings:
+    """A private copy of the served project, its config.yaml the repository's own text (comments included),
+    pinned to v1, with a short deployment.reload_interval_s so that swaps are quick."""
+    dest = tmp_path / "project"
+    shutil.copytree(served_template, dest)
+    cfg = dest / "config.yaml"
+    text = (ROOT / "config.yaml").read_text()
+    cfg.write_text(set_config_line(set_config_line(text, "model_version", "v1"), "reload_interval_s", "0.1"))
+    return load_settings(cfg, env={})

@@ -147,10 +147,18 @@ class ModelHolder:
                 return False
             new.predict_route = self.metrics.route("/predict", version)
             new.batch_route = self.metrics.route("/predict/batch", version)
+            event = "start" if old is None else "swap"
+            # The deployment log row first, then the swap: whoever sees the new version served finds its row.
+            await self._log_row(
+                event=event,
+                version=version,
+                previous=old.version if old else None,
+                metadata=new.metadata,
+                detail=f"{reason}; service commit {git_info()['commit']}",
+            )
             self.current = new  # the swap: one reference, read once per request
             self.failed_pin = None
             self.metrics.set_serving(version, new.onnx_sha256, (old.version, old.onnx_sha256) if old else None)
-            event = "start" if old is None else "swap"
             if old is not None:
                 self.metrics.swaps.inc()
             log.info(
@@ -160,13 +168,6 @@ class ModelHolder:
                 new.onnx_sha256[:12],
                 new.metadata.get("data_version"),
                 f", was {old.version}" if old else "",
-            )
-            await self._log_row(
-                event=event,
-                version=version,
-                previous=old.version if old else None,
-                metadata=new.metadata,
-                detail=f"{reason}; service commit {git_info()['commit']}",
             )
             return True
 

@@ -14,13 +14,12 @@ A cycle (under an exclusive lock: one monitor per volume):
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import redis
@@ -31,6 +30,7 @@ from services.monitor.measure import Measurer, serving_version
 from services.monitor.report_model import IngestSummary, MonitorReport, ReportPaths, TriggerResult
 from services.monitor.state import MonitorState, load_state, recover_labelled, save_state
 from services.monitor.trigger import Trigger
+from shared.atomic import lock_path_of, locked
 from shared.config import Settings
 from shared.errors import ClockworkError, MonitorBusyError
 from shared.paths import Paths
@@ -44,19 +44,15 @@ HISTORY_LEN = 500
 @contextmanager
 def monitor_lock(paths: Paths) -> Iterator[None]:
     """Exclusive, non-blocking: a second monitor on the same volume stops with a clear error."""
-    lock_path = Path(f"{paths.monitor_state}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as f:
+    with ExitStack() as held:
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.enter_context(locked(paths.monitor_state, blocking=False))
         except BlockingIOError:
+            lock = lock_path_of(paths.monitor_state)
             raise MonitorBusyError(
-                f"another monitor is running on {paths.monitor_state} (lock {lock_path} is held)"
+                f"another monitor is running on {paths.monitor_state} (lock {lock} is held)"
             ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        yield
 
 
 class Monitor:

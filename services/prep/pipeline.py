@@ -80,7 +80,8 @@ def clean(raw: pd.DataFrame, *, ranges: dict[str, tuple[float, float]], where: P
     quirks = {
         "failures_without_mode_flag": int(((df[LABEL] == 1) & ~any_mode).sum()),
         "mode_flag_without_failure": int(((df[LABEL] == 0) & any_mode).sum()),
-        "rule": "label = machine_failure as recorded; mode flags kept for analysis, never features, never used to change the label",
+        "rule": "label = machine_failure as recorded; mode flags kept for analysis, "
+        "never features, never used to change the label",
     }
     return df, quirks
 

@@ -9,11 +9,15 @@ import pytest
 
 from services.inference.__main__ import main as cli
 from shared import deploylog, pin
-from shared.config import load_settings
+from shared.config import Settings, load_settings
 from shared.errors import ConfigError, InvalidVersionError, ModelLoadError, NotFoundError
 from shared.paths import Paths
 from shared.schemas import DEPLOYMENT_LOG_COLUMNS
 
+
+@pytest.fixture
+def paths(served: Settings) -> Paths:
+    return Paths.from_settings(served)
 
 def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
     a, b = before.splitlines(), after.splitlines()

@@ -17,7 +17,6 @@ from shared.errors import InvalidVersionError, ModelLoadError, NotFoundError
 from shared.onnx_model import load_session
 from shared.paths import Paths
 from shared.registry import Registry, metadata_json
-from tests.trainer.helpers import ROOT
 
 
 @pytest.fixture
@@ -61,7 +60,6 @@ def test_concurrent_registrations_from_two_processes(prepped, candidate, tmp_pat
     model.write_bytes(candidate.model_bytes)
     script = textwrap.dedent(f"""
         import json, sys
-        sys.path.insert(0, {str(ROOT)!r})
         from shared.config import load_settings
         from shared.paths import Paths
         from shared.registry import Registry
@@ -82,7 +80,6 @@ def test_killed_write_leaves_no_visible_version(prepped, candidate):
     """A trainer killed (SIGKILL) after writing model.onnx, before claiming vN: only a .tmp folder remains."""
     script = textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(ROOT)!r})
         from shared.config import load_settings
         from shared.paths import Paths
         from shared.registry import Registry

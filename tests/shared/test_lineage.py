@@ -5,12 +5,18 @@ import json
 
 import pytest
 
+from shared.config import Settings
 from shared.deploylog import append_event
 from shared.errors import NotFoundError
 from shared.lineage import lineage
+from shared.paths import Paths
 from shared.registry import Registry
 from tests.monitor.helpers import day2, stamp, write_traffic
 
+
+@pytest.fixture
+def paths(trained: Settings) -> Paths:
+    return Paths.from_settings(trained)
 
 def test_lineage_walks_from_a_request_back_to_the_raw_file_and_the_commit(trained, paths, capsys):
     md = Registry(paths=paths).metadata("v1")

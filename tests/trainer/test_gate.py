@@ -8,11 +8,17 @@ import numpy as np
 import pytest
 
 from services.trainer.gate import GateDecision, decide
+from shared.config import Settings
 from shared.errors import DataValidationError
 from shared.features import LABEL
+from shared.paths import Paths
 from shared.registry import Registry
 from tests.monitor.helpers import day2, stamp
 
+
+@pytest.fixture
+def paths(trained: Settings) -> Paths:
+    return Paths.from_settings(trained)
 
 def with_gate(settings, **changes):
     mon = settings.monitoring
