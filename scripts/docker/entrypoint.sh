@@ -25,6 +25,8 @@ if [ "$(id -u)" = 0 ]; then
     export HOME=/tmp
     exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- /bin/sh "$0" "$@"
   fi
+  echo "entrypoint: $project is owned by root, so this runs as root (with no capabilities but setuid/setgid);" \
+    "give the project folder to a user (chown -R) to run as that user" >&2
 fi
 
 if [ "${1:-}" = secrets ]; then
