@@ -2,7 +2,8 @@
 
 `load_settings(path)` returns `Settings` or raises `ConfigError` whose message is one line naming the
 file, the key and the reason. Services call `load_settings_or_exit` from `main()`.
-Only deployment values may come from the environment (see ENV_OVERRIDES).
+Only deployment values may come from the environment (see ENV_OVERRIDES); the Redis password may come from
+a file named by $CLOCKWORK_REDIS_PASSWORD_FILE (it goes into redis.url; no secret lives in config.yaml).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ENV_OVERRIDES = {
     "CLOCKWORK_PORT": "deployment.port",
     "CLOCKWORK_REPLAY_URL": "monitoring.replay.url",
 }
+REDIS_PASSWORD_FILE_ENV = "CLOCKWORK_REDIS_PASSWORD_FILE"
 
 MODEL_VERSION_RE = re.compile(r"^v[0-9]+$")
 DATA_VERSION_RE = re.compile(r"^v[0-9]+_[a-z0-9_]+$")
@@ -293,6 +295,23 @@ def _apply_env(raw: dict, env: dict[str, str]) -> None:
             node = node.setdefault(p, {}) if isinstance(node, dict) else node
         if isinstance(node, dict):
             node[leaf] = value
+    if env.get(REDIS_PASSWORD_FILE_ENV) and isinstance(raw.get("redis"), dict):
+        from urllib.parse import quote, urlsplit, urlunsplit
+
+        password = quote(_read_secret(REDIS_PASSWORD_FILE_ENV, env[REDIS_PASSWORD_FILE_ENV]), safe="")
+        parts = urlsplit(str(raw["redis"].get("url", "")))
+        userinfo, _, host = parts.netloc.rpartition("@")
+        raw["redis"]["url"] = urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}:{password}@{host}"))
+
+
+def _read_secret(var: str, path: str) -> str:
+    try:
+        secret = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"environment {var}={path}: cannot read: {getattr(e, 'strerror', None) or e}") from e
+    if not secret:
+        raise ConfigError(f"environment {var}={path}: the file is empty")
+    return secret
 
 
 def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None) -> Settings:

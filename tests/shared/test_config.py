@@ -69,6 +69,35 @@ def test_environment_overrides_deployment_values_only(tmp_path):
         load_settings(path, env={"CLOCKWORK_PORT": "eighty"})
 
 
+def test_redis_password_comes_from_the_file_the_environment_names(tmp_path):
+    path = write_project(tmp_path)
+    secret = tmp_path / "redis_password"
+    secret.write_text("s3cret/+:@x\n")
+    env = {"CLOCKWORK_REDIS_URL": "redis://redis:6379/0", "CLOCKWORK_REDIS_PASSWORD_FILE": str(secret)}
+    s = load_settings(path, env=env)
+    assert s.redis.url == "redis://:s3cret%2F%2B%3A%40x@redis:6379/0"
+    import redis
+
+    assert redis.connection.parse_url(s.redis.url)["password"] == "s3cret/+:@x"
+    # A password already in the URL is replaced, a user name kept.
+    s = load_settings(path, env={"CLOCKWORK_REDIS_URL": "redis://app:old@redis:6379/0",
+                                 "CLOCKWORK_REDIS_PASSWORD_FILE": str(secret)})
+    assert s.redis.url == "redis://app:s3cret%2F%2B%3A%40x@redis:6379/0"
+
+
+@pytest.mark.parametrize("make, reason", [(lambda p: None, "No such file"), (lambda p: p.write_text(" \n"), "empty"),
+                                          (lambda p: p.mkdir(), "directory")])
+def test_unusable_redis_password_file_names_the_file_and_why(tmp_path, make, reason):
+    path = write_project(tmp_path)
+    secret = tmp_path / "redis_password"
+    make(secret)
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={"CLOCKWORK_REDIS_PASSWORD_FILE": str(secret)})
+    message = str(err.value)
+    assert "\n" not in message
+    assert f"CLOCKWORK_REDIS_PASSWORD_FILE={secret}" in message and reason in message
+
+
 def test_redis_password_is_redacted_for_logs():
     from shared.config import redact_url
 
