@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.dataset import DatasetConfig
 from shared.errors import ConfigError, explain
 
 DEFAULT_CONFIG = "config.yaml"
@@ -236,6 +237,7 @@ class RedisConfig(_Strict):
 
 class Settings(_Strict):
     volume_root: RelPath
+    dataset: DatasetConfig
     data: DataConfig
     features: FeaturesConfig
     model_params: ModelParams
