@@ -15,6 +15,7 @@ from onnx import TensorProto, compose, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
+from shared.dataset import DatasetConfig, Expr, sanitize
 from shared.errors import ExportError
 from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, engineered_names
 
@@ -100,6 +101,76 @@ def front_graph(*, physical: bool, opsets: dict[str, int] | None = None) -> onnx
         initializer=inits,
     )
     return _model(graph, opsets or {"": TARGET_OPSET[""]})
+
+
+def dataset_front_graph(
+    dataset: DatasetConfig, *, derived: bool, opsets: dict[str, int] | None = None
+) -> onnx.ModelProto:
+    """readings [N, F] -> features [N, E] for any data set, the same float32 arithmetic as DatasetConfig.engineer.
+
+    Numeric features (one Gather of their columns), one-hot of each categorical's level index, then each derived
+    feature's expression compiled node by node (shared.dataset.Expr: one ONNX op per operation, constants folded).
+    Every name is cw_* and derived from the schema, so the same schema gives the same graph bytes.
+    """
+    index = {name: i for i, name in enumerate(dataset.feature_names)}
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    numeric = [index[c.name] for c in dataset.numeric]
+    inits.append(_const("cw_numeric_idx", numeric))
+    nodes.append(helper.make_node("Gather", [ONNX_INPUT, "cw_numeric_idx"], ["cw_numeric"], axis=1, name="cw_numeric"))
+    parts = ["cw_numeric"]
+    columns: dict[str, str] = {}
+
+    def column(name: str) -> str:
+        """The [N, 1] slice of one input column (made once)."""
+        if name not in columns:
+            out = f"cw_col_{sanitize(name)}"
+            i = index[name]
+            inits.extend([_const(f"{out}_start", [i]), _const(f"{out}_end", [i + 1]), _const(f"{out}_axis", [1])])
+            nodes.append(
+                helper.make_node("Slice", [ONNX_INPUT, f"{out}_start", f"{out}_end", f"{out}_axis"], [out], name=out)
+            )
+            columns[name] = out
+        return columns[name]
+
+    for col in dataset.categorical:
+        code = column(col.name)
+        for j in range(len(col.levels)):
+            tag = f"cw_{sanitize(col.name)}_{j}"
+            inits.append(_const(f"{tag}_code", [float(j)], dtype=np.float32))
+            nodes.append(helper.make_node("Equal", [code, f"{tag}_code"], [f"{tag}_is"], name=f"{tag}_equal"))
+            nodes.append(helper.make_node("Cast", [f"{tag}_is"], [tag], to=TensorProto.FLOAT, name=f"{tag}_cast"))
+            parts.append(tag)
+    if derived:
+        for name, expr in dataset.expressions():
+            parts.append(_compile(expr, f"cw_d_{sanitize(name)}", column, nodes, inits))
+    nodes.append(helper.make_node("Concat", parts, [FEATURES], axis=1, name="cw_concat_features"))
+    n_features = len(dataset.engineered_names(derived=derived))
+    graph = helper.make_graph(
+        nodes,
+        "cw_features",
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["N", len(dataset.feature_names)])],
+        [helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", n_features])],
+        initializer=inits,
+    )
+    return _model(graph, opsets or {"": TARGET_OPSET[""]})
+
+
+def _compile(expr: Expr, out: str, column, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]) -> str:
+    """ONNX nodes computing `expr` into tensor `out` (sub-results named out_a, out_b, ...), [N, 1] float32."""
+    if expr.op == "col":
+        return column(expr.name)
+    if expr.op == "const":
+        inits.append(_const(out, [expr.value], dtype=np.float32))
+        return out
+    if expr.op == "neg":
+        arg = _compile(expr.args[0], f"{out}_a", column, nodes, inits)
+        nodes.append(helper.make_node("Neg", [arg], [out], name=out))
+        return out
+    left = _compile(expr.args[0], f"{out}_a", column, nodes, inits)
+    right = _compile(expr.args[1], f"{out}_b", column, nodes, inits)
+    nodes.append(helper.make_node(expr.op, [left, right], [out], name=out))
+    return out
 
 
 def tail_graph(*, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
