@@ -221,17 +221,24 @@ class RedisConfig(_Strict):
     @model_validator(mode="after")
     def _namespaces_apart(self) -> RedisConfig:
         """`<job prefix>:<id>` must never equal `<lease prefix>:<id>`, a queue or a monitor key, for any id."""
-        spaces = {"job_key_prefix": self.job_key_prefix, "lease_key_prefix": self.lease_key_prefix,
-                  "monitor_key_prefix": self.monitor_key_prefix}
+        spaces = {
+            "job_key_prefix": self.job_key_prefix,
+            "lease_key_prefix": self.lease_key_prefix,
+            "monitor_key_prefix": self.monitor_key_prefix,
+        }
         for name, prefix in spaces.items():
             for other_name, other in spaces.items():
                 if name != other_name and (prefix + ":").startswith(other + ":"):
-                    raise ValueError(f"{name} {prefix!r} lies inside {other_name} {other!r}: "
-                                     "a job id could then address the other's keys")
+                    raise ValueError(
+                        f"{name} {prefix!r} lies inside {other_name} {other!r}: "
+                        "a job id could then address the other's keys"
+                    )
             for queue in ("retrain_queue", "processing_queue", "dead_letter_queue"):
                 if getattr(self, queue).startswith(prefix + ":"):
-                    raise ValueError(f"{queue} {getattr(self, queue)!r} lies inside {name} {prefix!r}: "
-                                     "a job id could then address the queue")
+                    raise ValueError(
+                        f"{queue} {getattr(self, queue)!r} lies inside {name} {prefix!r}: "
+                        "a job id could then address the queue"
+                    )
         return self
 
 

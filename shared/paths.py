@@ -164,8 +164,14 @@ class RedisKeys:
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisKeys:
         r = settings.redis
-        return cls(r.retrain_queue, r.processing_queue, r.dead_letter_queue, r.job_key_prefix,
-                   r.lease_key_prefix, r.monitor_key_prefix)
+        return cls(
+            r.retrain_queue,
+            r.processing_queue,
+            r.dead_letter_queue,
+            r.job_key_prefix,
+            r.lease_key_prefix,
+            r.monitor_key_prefix,
+        )
 
     def job(self, message_id: str) -> str:
         """Hash holding one job's status (queued, running, done with version, failed with reason)."""

@@ -15,8 +15,9 @@ from onnx import TensorProto, compose, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from shared.dataset import DatasetConfig, Expr, sanitize
+from shared.dataset import DatasetConfig
 from shared.errors import ExportError
+from shared.expressions import Expr, sanitize
 from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, engineered_names
 
 FEATURES = "features"

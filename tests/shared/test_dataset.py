@@ -7,7 +7,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from shared.dataset import DatasetConfig, parse_expr
+from shared.dataset import DatasetConfig
+from shared.expressions import parse_expr
 from shared.errors import explain
 from tests.conftest import ROOT
 
