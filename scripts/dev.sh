@@ -32,7 +32,7 @@ shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup; exec .venv/bin/python -m pytest "$@" ;;
-  lint) setup; .venv/bin/ruff check services shared scripts bench && exec .venv/bin/mypy ;;
+  lint) setup; .venv/bin/ruff check services shared bench && exec .venv/bin/mypy ;;
   local) setup; exec .venv/bin/python scripts/run_local.py "$@" ;;
   *) echo "usage: scripts/dev.sh setup|test|lint|local [args]" >&2; exit 2 ;;
 esac
