@@ -168,3 +168,18 @@ def test_onnx_model_rejects_wrong_shape_and_garbage(candidate):
     assert model.predict_proba(np.zeros((0, 6), dtype=np.float32)).shape == (0,)
     with pytest.raises(ModelLoadError):
         load_session(b"not an onnx file")
+
+
+def test_repair_metadata_log_appends_missing_and_torn_lines_once(prepped):
+    from services.trainer.train import COMMAND_TRIGGER, train_and_register
+
+    train_and_register(prepped, trigger=COMMAND_TRIGGER)
+    train_and_register(prepped, trigger=COMMAND_TRIGGER)
+    registry = Registry(paths=Paths.from_settings(prepped))
+    log_file = registry.paths.metadata_log
+    v1_line, v2_line = log_file.read_text().splitlines()
+    # v1's line lost, v2's torn by a kill mid-append.
+    log_file.write_text(v2_line[:40])
+    assert registry.repair_metadata_log() == ["v1", "v2"]
+    assert log_file.read_text().splitlines() == [v2_line[:40], v1_line, v2_line]
+    assert registry.repair_metadata_log() == []
