@@ -6,6 +6,7 @@ Where a kill must land at an exact point (between register and pin, between the 
 append), the worker runs under a small launcher that replaces that one step with SIGKILL to itself and then calls
 the worker's ordinary main(): the production code has no hook for it.
 """
+
 from __future__ import annotations
 
 import json
@@ -57,13 +58,18 @@ def queue_of(settings: Settings, client) -> RetrainQueue:
     return RetrainQueue.from_settings(settings, redis=client)
 
 
-def worker(settings: Settings, redis_url: str, *extra: str, launcher: str | None = None,
-           log: Path | None = None) -> subprocess.Popen:
+def worker(
+    settings: Settings, redis_url: str, *extra: str, launcher: str | None = None, log: Path | None = None
+) -> subprocess.Popen:
     entry = ["-c", launcher] if launcher else ["-m", "services.trainer"]
     env = dict(os.environ, CLOCKWORK_REDIS_URL=redis_url)
-    return subprocess.Popen([sys.executable, *entry, "worker", "--poll", "0.2", "--config", str(settings.config_path),
-                             *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log, "w") if log else subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, *entry, "worker", "--poll", "0.2", "--config", str(settings.config_path), *extra],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log, "w") if log else subprocess.DEVNULL,
+    )
 
 
 def run_worker(settings: Settings, redis_url: str, jobs: int) -> None:
@@ -77,12 +83,19 @@ def run_worker(settings: Settings, redis_url: str, jobs: int) -> None:
 
 def trainer_cli(settings: Settings, redis_url: str, *args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, CLOCKWORK_REDIS_URL=redis_url)
-    return subprocess.run([sys.executable, "-m", "services.trainer", *args, "--config", str(settings.config_path)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "services.trainer", *args, "--config", str(settings.config_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
-def assert_ledger(settings: Settings, client, *, sent: int, done: list[str], failed: list[str] = (),
-                  dead: int = 0, baseline: int = 0) -> None:
+def assert_ledger(
+    settings: Settings, client, *, sent: int, done: list[str], failed: list[str] = (), dead: int = 0, baseline: int = 0
+) -> None:
     """sent = done + dead-lettered + failed; queue and processing empty; one new version per distinct done job."""
     q = queue_of(settings, client)
     assert {i: q.job(i).get("status") for i in done} == dict.fromkeys(done, "done")
@@ -163,8 +176,15 @@ def gated_project(prepped: Settings) -> Settings:
     from services.trainer.train import COMMAND_TRIGGER, train_and_register
     from shared.datastore import DataStore
 
-    weak = with_config(prepped, **FAST, **{"model_params.algorithm": "logistic_regression", "features.physical": False,
-                                           "monitoring.gate.window_size": 400})
+    weak = with_config(
+        prepped,
+        **FAST,
+        **{
+            "model_params.algorithm": "logistic_regression",
+            "features.physical": False,
+            "monitoring.gate.window_size": 400,
+        },
+    )
     assert train_and_register(weak, trigger=COMMAND_TRIGGER)["version"] == "v1"
     settings = with_config(weak, **{"model_params.algorithm": "random_forest", "features.physical": True})
     paths = Paths.from_settings(settings)
@@ -189,7 +209,12 @@ def test_kill_between_register_and_pin_the_retry_completes_the_promotion(prepped
     run_worker(settings, redis_server.url, 1)
     job = q.job("promote-1")
     assert (job["status"], job["version"], job["created"], job["gate_decision"], job["promoted"]) == (
-        "done", "v2", "0", "promote", "1"), job
+        "done",
+        "v2",
+        "0",
+        "promote",
+        "1",
+    ), job
     assert read_pin(settings.config_path) == "v2"
     assert_ledger(settings, redis_client, sent=1, done=["promote-1"], baseline=1)
 
@@ -263,8 +288,9 @@ def test_config_edited_between_jobs_applies_to_the_next(prepped, redis_client, r
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     registry = Registry(paths=Paths.from_settings(settings))
-    assert [registry.metadata(q.job(i)["version"])["config"]["model_params"]["n_estimators"]
-            for i in ("cfg-1", "cfg-2")] == [10, 12]
+    assert [
+        registry.metadata(q.job(i)["version"])["config"]["model_params"]["n_estimators"] for i in ("cfg-1", "cfg-2")
+    ] == [10, 12]
     text = log.read_text()
     assert "changes redis (redis.lease_s)" in text and "keeps its connection" in text, text[-2000:]
     assert_ledger(settings, redis_client, sent=2, done=["cfg-1", "cfg-2"])

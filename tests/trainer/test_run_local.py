@@ -1,4 +1,5 @@
 """Local mode's supervision: a service that exits is started again and the others keep running."""
+
 from __future__ import annotations
 
 import sys
@@ -11,8 +12,10 @@ from tests.conftest import wait_for
 def test_an_exited_service_is_restarted_and_the_others_keep_running(tmp_path, monkeypatch):
     monkeypatch.setattr(run_local, "RESTART_DELAYS_S", (0.2, 0.4))
     local = run_local.Local(config=tmp_path / "config.yaml", redis_port=1, data_dir=tmp_path)
-    local.commands = {"trainer": [sys.executable, "-c", "import sys; sys.exit(3)"],
-                      "inference": [sys.executable, "-c", "import time; time.sleep(60)"]}
+    local.commands = {
+        "trainer": [sys.executable, "-c", "import sys; sys.exit(3)"],
+        "inference": [sys.executable, "-c", "import time; time.sleep(60)"],
+    }
     for label in local.commands:
         local.spawn(label)
     inference = local.services["inference"]
