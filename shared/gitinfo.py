@@ -2,6 +2,10 @@
 
 Inside a container there is no .git: the image carries the commit in CLOCKWORK_GIT_COMMIT (a build
 argument) and CLOCKWORK_GIT_DIRTY.
+
+`git_info` is cached per process (prep writes many manifest entries in one run). A long-running process
+whose code may change under it calls `refresh_git_info()` before each unit of work: the retrain worker does
+so per job, so a model records the commit and dirty flag as they are when it is trained.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ def git_info(repo: str | os.PathLike | None = None) -> dict:
     except (OSError, subprocess.SubprocessError):
         # No git binary (a slim image): read the commit from the .git folder copied into it.
         return {"commit": _read_head(root / ".git"), "dirty": None}
+
+
+def refresh_git_info() -> None:
+    """Forget the cached answers: the next `git_info()` reads the commit and dirty flag again."""
+    git_info.cache_clear()
 
 
 def _read_head(git_dir: Path) -> str:

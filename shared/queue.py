@@ -3,17 +3,22 @@
 Keys (all from config through shared.paths.RedisKeys):
   retrain_queue      list; producers LPUSH JSON messages (shared.schemas.RetrainMessage)
   processing_queue   list; a worker BLMOVEs a message here (atomically) and removes it when finished
-  dead_letter_queue  list of JSON {raw, reason, time, worker}: malformed messages, never dropped silently
-  job(id)            hash: status queued|running|done|failed, version, reason, times, attempts, worker
+  dead_letter_queue  list of JSON {raw, reason, time, worker}: malformed messages, never dropped silently; a raw
+                     message over redis.max_message_bytes is kept as its first max_message_bytes bytes, with
+                     raw_bytes (its size), raw_sha256 and truncated: true
+  job(id)            hash: status queued|running|done|failed, version, reason, times, attempts, worker, the gate's
+                     decision (gate_decision, recorded before it is acted on), requeued_at / requeues
   job_lock(id)       the lease: SET NX PX lease_s by the worker running the job, renewed by a heartbeat
 
 At-least-once: a message stays in the processing list until its worker finishes. An entry there whose
-lease has gone (its worker died) is moved back to the queue (`requeue_orphans`). Running a job twice
-is harmless because the worker checks the job status, the lease and the registry before training.
+lease has gone (its worker died) is moved back to the queue (`requeue_orphans`) and its job shows queued
+again. Running a job twice is harmless because the worker checks the job status, the lease and the registry
+before training. `requeue_orphans` never raises on a malformed entry (it is requeued, then dead-lettered).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -28,10 +33,17 @@ log = logging.getLogger(__name__)
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED)
 
-# Move an entry from processing back to the queue only if it is still there (two scanners never both move it).
+# Move an entry from processing back to the queue only if it is still there (two scanners never both move it);
+# in the same step, its job hash (KEYS[3], when the entry has a valid id) goes from running back to queued.
 _REQUEUE = """
 if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then
   redis.call('RPUSH', KEYS[2], ARGV[1])
+  if #KEYS >= 3 and redis.call('HGET', KEYS[3], 'status') == 'running' then
+    local worker = redis.call('HGET', KEYS[3], 'worker') or 'its worker'
+    redis.call('HSET', KEYS[3], 'status', 'queued', 'requeued_at', ARGV[2],
+               'requeued_reason', 'the lease of ' .. worker .. ' expired (worker dead or cut off): taken again')
+    redis.call('HINCRBY', KEYS[3], 'requeues', 1)
+  end
   return 1
 end
 return 0
@@ -125,7 +137,17 @@ class RetrainQueue:
         self.redis.lrem(self.keys.processing_queue, 1, raw)
 
     def dead_letter(self, raw: bytes | str, *, reason: str, worker: str = "") -> None:
-        record = json.dumps({"raw": _text(raw), "reason": reason, "time": utc_now(), "worker": worker}, sort_keys=True)
+        """Move a message from processing to the dead-letter list with the reason (an oversized one truncated)."""
+        data = raw.encode("utf-8", errors="surrogatepass") if isinstance(raw, str) else bytes(raw)
+        entry: dict[str, Any] = {"raw": _text(raw), "reason": reason, "time": utc_now(), "worker": worker}
+        if len(data) > self.max_message_bytes:
+            entry.update(
+                raw=data[: self.max_message_bytes].decode("utf-8", errors="replace"),
+                raw_bytes=len(data),
+                raw_sha256=hashlib.sha256(data).hexdigest(),
+                truncated=True,
+            )
+        record = json.dumps(entry, sort_keys=True)
         pipe = self.redis.pipeline(transaction=True)
         pipe.lpush(self.keys.dead_letter_queue, record)
         pipe.lrem(self.keys.processing_queue, 1, raw)
@@ -167,7 +189,10 @@ class RetrainQueue:
                 continue
             first = seen.setdefault(key, now)
             if now - first >= grace_s:
-                if self._requeue(keys=[self.keys.processing_queue, self.keys.retrain_queue], args=[raw]):
+                keys = [self.keys.processing_queue, self.keys.retrain_queue]
+                if mid is not None:
+                    keys.append(self.keys.job(mid))
+                if self._requeue(keys=keys, args=[raw, utc_now()]):
                     moved += 1
                     log.warning("requeued message %s: its worker's lease expired", mid or "(malformed)")
                 seen.pop(key, None)
@@ -193,3 +218,21 @@ class RetrainQueue:
         if not found:
             raise NotFoundError(f"No such retrain job: {message_id} (Redis key {self.keys.job(message_id)})")
         return found
+
+    def job_view(self, message_id: str) -> dict[str, str]:
+        """A job's hash plus `lease` (its holder, or "none") and, when the two disagree, a `note` saying why.
+
+        A job that says running without a lease has lost its worker: the next worker's orphan scan requeues it.
+        """
+        view = self.require_job(message_id)
+        holder = self.lease_holder(message_id)
+        view["lease"] = holder or "none"
+        if view.get("status") == RUNNING and holder is None:
+            view["note"] = (
+                f"lease gone: worker {view.get('worker') or '?'} died or lost Redis (last heartbeat "
+                f"{view.get('heartbeat_at') or '?'}); a running worker requeues the job within "
+                f"{self.lease_ms / 1000:g} s or so"
+            )
+        elif view.get("status") == QUEUED and view.get("requeued_at"):
+            view["note"] = f"requeued at {view['requeued_at']}: {view.get('requeued_reason', '')}"
+        return view

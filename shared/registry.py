@@ -5,12 +5,17 @@ claims the next free vN with one os.rename of that folder. Renaming a folder ont
 (with files in it) fails, so two trainers at once never get the same version: the loser tries N+1.
 A version therefore appears only when complete and is never overwritten; a trainer killed mid-write
 leaves only a `.tmp-*` folder, which versions() ignores (see `remove_stale_temp`).
-Every version gets one readable line in models/model_metadata.log.
+Every version gets one readable line in models/model_metadata.log, appended after the rename under the
+log's lock (an flock on the file, as shared.atomic.append_line takes). A trainer killed between the rename
+and the append leaves a version without its line: `repair_metadata_log` (the worker calls it at start)
+appends the missing lines in version order; a line is written only if the log lacks a complete one for
+that version, so a repair racing a registration never doubles a line.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -23,7 +28,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.atomic import append_line, fsync_dir, sha256_bytes
+from shared.atomic import FILE_MODE, end_partial_line, fsync_dir, sha256_bytes, write_all
 from shared.errors import ModelLoadError, NotFoundError, VersionExistsError, explain
 from shared.onnx_model import OnnxModel, check_no_external_data, load_session, parse_model
 from shared.paths import METADATA_FILE, MODEL_FILE, Paths, check_model_version
@@ -78,6 +83,16 @@ def log_line(md: dict) -> str:
         f"gate={gate.get('decision', '-') if gate else '-'}",
     ]
     return " ".join(str(p).replace("\n", " ") for p in parts)
+
+
+def logged_versions(text: str) -> set[str]:
+    """Versions with a complete line in model_metadata.log text (a torn last line does not count)."""
+    out = set()
+    for line in text.splitlines():
+        parts = line.split(" ")
+        if len(parts) > 2 and _VERSION_DIR_RE.match(parts[1]) and parts[-1].startswith("gate="):
+            out.add(parts[1])
+    return out
 
 
 class Registry:
@@ -186,7 +201,7 @@ class Registry:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         version = md["version"]
-        append_line(self.paths.metadata_log, log_line(md))
+        self._log_versions([version], known={version: md})
         log.info(
             "registered model %s (sha256 %s, data %s) in %s", version, digest[:12], md.get("data_version"), self.dir
         )
@@ -213,6 +228,40 @@ class Registry:
                     return record
             n += 1
         raise VersionExistsError(f"could not claim a model version in {self.dir} after {MAX_CLAIM_ATTEMPTS} attempts")
+
+    def repair_metadata_log(self) -> list[str]:
+        """Append the model_metadata.log lines of registered versions that lack one (version order); returns them."""
+        added = self._log_versions(self.versions())
+        if added:
+            log.warning("model_metadata.log lacked %s: lines appended from their metadata.json", ", ".join(added))
+        return added
+
+    def _log_versions(self, versions: list[str], *, known: dict[str, dict] | None = None) -> list[str]:
+        """Under the log's lock: append a line for each of `versions` the log lacks; returns those versions."""
+        path = self.paths.metadata_log
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            logged = logged_versions(path.read_bytes().decode("utf-8", errors="replace"))
+            lines, added = [], []
+            for version in versions:
+                if version in logged:
+                    continue
+                try:
+                    md = (known or {}).get(version) or self.metadata(version)
+                except (ModelLoadError, NotFoundError) as e:
+                    log.error("cannot write the model_metadata.log line of %s: %s", version, e)
+                    continue
+                lines.append(log_line(md))
+                added.append(version)
+            if lines:
+                end_partial_line(fd, path)
+                write_all(fd, ("\n".join(lines) + "\n").encode("utf-8"))
+                os.fsync(fd)
+            return added
+        finally:
+            os.close(fd)  # releases the lock
 
     def remove_stale_temp(self, *, older_than_s: float = 3600.0) -> list[str]:
         """Delete `.tmp-*` folders left by killed trainers (older than `older_than_s`)."""

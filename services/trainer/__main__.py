@@ -2,7 +2,8 @@
 
 train                 train from config.yaml and register a new model version
 worker [--max-jobs N] consume retrain messages from Redis (SIGTERM finishes the current job)
-status ID             print a retrain job's status (JSON) on stdout
+status ID             print a retrain job's status (JSON) on stdout, with its lease ("none" when its worker is
+                      gone) and a note when a running job has lost its lease or was requeued
 push --reason TEXT    validate and push a retrain message; prints its id on stdout
 bootstrap [--check]   train a first model when the registry is empty and lacks the pinned version;
                       --check only tells (exit 0) whether the pinned version is registered and intact
@@ -70,7 +71,7 @@ def status(args: argparse.Namespace, settings: Settings) -> int:
     from shared.queue import RetrainQueue
 
     queue = RetrainQueue.from_settings(settings, redis=redis_client(settings))
-    answer(json.dumps(queue.require_job(args.id), indent=2, sort_keys=True))
+    answer(json.dumps(queue.job_view(args.id), indent=2, sort_keys=True))
     return 0
 
 

@@ -4,24 +4,29 @@ register (once per message id) -> promote when the gate says so and config allow
     shared.labelled.load_labelled (the monitor's labelled rows)
     -> services.trainer.retrain_data: data version v<N>_retrain + the gate window (never trained on)
     -> services.trainer.train.train_candidate -> services.trainer.gate.decide (a GateDecision)
-    -> register_once (under the registry's lock) -> shared.pin.set_pin when the decision is promote
+    -> `record` the decision in the job's hash (gate_decision, gate_onnx_sha256, gate_reason) BEFORE acting on it
+    -> register_once (under the registry's lock) -> record the version -> shared.pin.set_pin when it says promote
 
 `run_retrain` returns a `RetrainResult`; the worker writes `RetrainResult.job_fields()` into the job's Redis
 hash. A crash before registration leaves at most a data version (the next attempt reuses it if the labelled
 rows are unchanged, else writes another); after it, the message id in the model's trigger stops a second
-registration.
+registration. A crash between registration and the pin leaves the decision recorded: the retry (`resume`)
+finds the version by message id and, when the recorded decision for that model (same onnx sha256) is promote,
+completes the promotion; a pin already on the version means nothing to do, a pin moved elsewhere since the
+decision (or auto_promote now false) is left alone and said so.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from services.trainer.candidate import Candidate
-from services.trainer.gate import GateDecision, decide
+from services.trainer.gate import PROMOTE, GateDecision, decide
 from services.trainer.retrain_data import build_retrain_version, split_labelled
 from services.trainer.train import train_candidate
 from shared.atomic import locked
@@ -29,11 +34,18 @@ from shared.config import Settings
 from shared.datastore import DataStore
 from shared.labelled import load_labelled
 from shared.paths import Paths, check_data_version
-from shared.pin import set_pin
+from shared.pin import pinned_version, set_pin
 from shared.registry import Registry
 from shared.schemas import RetrainMessage
 
 log = logging.getLogger(__name__)
+
+# Writes fields into the job's record (the worker: its Redis hash). Raising stops the job before it acts.
+Record = Callable[..., None]
+
+
+def _no_record(**fields: Any) -> None:
+    """Running outside a worker (tests, tools): nothing to record."""
 
 
 class RetrainResult(BaseModel):
@@ -115,19 +127,72 @@ def promote(settings: Settings, *, paths: Paths, version: str, gate: GateDecisio
     return True
 
 
-def run_retrain(settings: Settings, message: RetrainMessage, *, registry: Registry | None = None) -> RetrainResult:
-    """Carry out one retrain message."""
+def complete_promotion(settings: Settings, *, paths: Paths, version: str, gate: GateDecision) -> bool:
+    """Finish a promotion an earlier attempt decided and recorded but did not write (idempotent)."""
+    pin = pinned_version(settings)
+    if pin == version:
+        log.info("%s is already pinned: the recorded promotion was complete", version)
+        return True
+    if pin != gate.serving.version:
+        log.warning(
+            "the gate promoted %s over %s, but the pin has since moved to %s: left as it is",
+            version,
+            gate.serving.version,
+            pin,
+        )
+        return False
+    if not settings.monitoring.gate.auto_promote:
+        log.info("recorded promotion of %s not completed: monitoring.gate.auto_promote is now false", version)
+        return False
+    return promote(settings, paths=paths, version=version, gate=gate)
+
+
+def resume(
+    settings: Settings,
+    *,
+    paths: Paths,
+    registry: Registry,
+    message: RetrainMessage,
+    version: str,
+    recorded: Mapping[str, str],
+) -> RetrainResult:
+    """A repeat of a job that already registered `version`: complete the promotion its recorded decision asks."""
+    md = registry.metadata(version)
+    gate = None
+    promoted = False
+    if (
+        recorded.get("gate_decision") == PROMOTE
+        and recorded.get("gate_onnx_sha256") == md["onnx_sha256"]
+        and md.get("gate") is not None
+    ):
+        gate = GateDecision.model_validate(md["gate"])
+        log.info("job %s produced %s and its gate decided promote: completing the promotion", message.id, version)
+        promoted = complete_promotion(settings, paths=paths, version=version, gate=gate)
+    else:
+        log.info("job %s already produced %s: nothing to do", message.id, version)
+    return RetrainResult(version=version, data_version=md["data_version"], created=False, gate=gate, promoted=promoted)
+
+
+def run_retrain(
+    settings: Settings,
+    message: RetrainMessage,
+    *,
+    registry: Registry | None = None,
+    recorded: Mapping[str, str] | None = None,
+    record: Record | None = None,
+) -> RetrainResult:
+    """Carry out one retrain message.
+
+    `recorded` is the job's record as an earlier attempt left it ({} if none); `record(**fields)` writes to it.
+    """
     paths = Paths.from_settings(settings)
     registry = registry or Registry(paths=paths)
+    record = record or _no_record
     store = DataStore(paths=paths)
     existing = registry.find_by_trigger(message.id)
     if existing:
-        log.info("job %s already produced %s: nothing to do", message.id, existing)
-        return RetrainResult(
-            version=existing,
-            data_version=registry.metadata(existing)["data_version"],
-            created=False,
-            promoted=False,
+        return resume(
+            settings, paths=paths, registry=registry, message=message, version=existing, recorded=recorded or {}
         )
     window = pd.DataFrame()
     if message.data_version:
@@ -150,7 +215,10 @@ def run_retrain(settings: Settings, message: RetrainMessage, *, registry: Regist
                 )
     candidate = train_candidate(settings, data_version=data_version)
     gate = run_gate(settings, paths=paths, registry=registry, candidate=candidate, window=window)
+    if gate is not None:
+        record(gate_decision=gate.decision, gate_onnx_sha256=gate.candidate.onnx_sha256, gate_reason=gate.reason)
     md, created = register_once(registry, candidate=candidate, trigger=message_trigger(message), gate=gate)
+    record(version=md["version"])
     promoted = promote(settings, paths=paths, version=md["version"], gate=gate) if created else False
     return RetrainResult(
         version=md["version"], data_version=md["data_version"], created=created, gate=gate, promoted=promoted

@@ -1,4 +1,5 @@
 """Helpers for trainer tests: config edits on a prepped project, labelled rows as the monitor writes them."""
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,15 @@ def write_labelled(settings: Settings, rows: pd.DataFrame) -> None:
         rec = {c: getattr(r, c) for c in RAW_COLUMNS}
         rec = {k: (v if k == "type" else float(v)) for k, v in rec.items()}
         t = f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}.{i:06d}Z"
-        rec.update(time=t, request_id=f"req-{i}", model_version="v1", machine_failure=int(getattr(r, LABEL)),
-                   probability=0.0, predicted=0, feedback_time=t)
+        rec.update(
+            time=t,
+            request_id=f"req-{i}",
+            model_version="v1",
+            machine_failure=int(getattr(r, LABEL)),
+            probability=0.0,
+            predicted=0,
+            feedback_time=t,
+        )
         lines.append(json.dumps(rec, sort_keys=True))
     data = ("\n".join(lines) + "\n").encode()
     paths.labelled_dir.mkdir(parents=True, exist_ok=True)

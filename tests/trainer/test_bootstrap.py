@@ -1,4 +1,5 @@
 """bootstrap: a fresh system trains its first model once; the healthcheck only tells."""
+
 from __future__ import annotations
 
 from services.trainer.train import bootstrap

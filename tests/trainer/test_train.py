@@ -1,4 +1,5 @@
 """Trainer: reproducible, config-driven models whose ONNX file computes the same as scikit-learn."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,8 +21,14 @@ from tests.trainer.helpers import ROOT, with_config
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.trainer", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "services.trainer", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def production_rows(settings) -> pd.DataFrame:
@@ -79,8 +86,11 @@ def test_default_config_scores_f1_above_080_on_production_rows_and_raw_columns_s
     assert prod["f1"] >= 0.80, prod
     raw_only = train_candidate(with_config(prepped, **{"features.physical": False}), data_version=prepped.data.version)
     assert raw_only.production_metrics["f1"] < prod["f1"] - 0.05, (raw_only.production_metrics, prod)
-    print(f"\nproduction rows: physical precision={prod['precision']:.4f} recall={prod['recall']:.4f} f1={prod['f1']:.4f}; "
-          f"raw columns f1={raw_only.production_metrics['f1']:.4f}")
+    print(
+        f"\nproduction rows: physical precision={prod['precision']:.4f} recall={prod['recall']:.4f} "
+        f"f1={prod['f1']:.4f}; "
+        f"raw columns f1={raw_only.production_metrics['f1']:.4f}"
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["random_forest", "gradient_boosting", "logistic_regression"])
@@ -104,10 +114,15 @@ def test_front_graph_features_equal_shared_engineer(prepped, physical):
     rows = production_rows(prepped)
     readings = encode_readings(rows)
     # Plus edge values: every type code, zeros, extremes of the accepted ranges.
-    edges = np.array([[c, 250.0, 400.0, 0.0, 0.0, 0.0] for c in (0.0, 1.0, 2.0)]
-                     + [[c, 350.0, 250.0, 5000.0, 200.0, 1000.0] for c in (0.0, 1.0, 2.0)], dtype=np.float32)
+    edges = np.array(
+        [[c, 250.0, 400.0, 0.0, 0.0, 0.0] for c in (0.0, 1.0, 2.0)]
+        + [[c, 350.0, 250.0, 5000.0, 200.0, 1000.0] for c in (0.0, 1.0, 2.0)],
+        dtype=np.float32,
+    )
     x = np.concatenate([readings, edges])
-    session = ort.InferenceSession(front_graph(physical=physical).SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        front_graph(physical=physical).SerializeToString(), providers=["CPUExecutionProvider"]
+    )
     (features,) = session.run(None, {"readings": x})
     expected = engineer(x, physical=physical)
     assert features.dtype == np.float32 and features.shape == expected.shape

@@ -1,4 +1,5 @@
 """Retrain worker on a real Redis: at-least-once, one model per message id, dead letters, SIGTERM."""
+
 from __future__ import annotations
 
 import json
@@ -30,9 +31,24 @@ def queue_for(settings, client) -> RetrainQueue:
 
 def start_worker(settings, redis_url: str, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, CLOCKWORK_REDIS_URL=redis_url)
-    return subprocess.Popen([sys.executable, "-m", "services.trainer", "worker", "--poll", "0.2", "--config",
-                             str(settings.config_path), *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "services.trainer",
+            "worker",
+            "--poll",
+            "0.2",
+            "--config",
+            str(settings.config_path),
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_pushed_message_registers_next_version_and_status_is_done(prepped, redis_client):
@@ -170,26 +186,49 @@ def test_retrain_with_labelled_rows_builds_a_data_version_and_gates(prepped, red
     # Repeating the message changes nothing.
     again = run_retrain(settings, RetrainMessage(id="drift-1", reason="f1 drop"))
     assert (again.version, again.created, again.gate, again.promoted) == ("v2", False, None, False)
-    assert again.job_fields() == {"version": "v2", "data_version": dv, "created": 0, "gate_decision": "",
-                                  "promoted": 0}
+    assert again.job_fields() == {"version": "v2", "data_version": dv, "created": 0, "gate_decision": "", "promoted": 0}
     assert Registry(paths=paths).versions() == ["v1", "v2"]
 
 
 def test_status_and_push_cli(prepped, redis_client, redis_server):
     env = dict(os.environ, CLOCKWORK_REDIS_URL=redis_server.url)
     cli = [sys.executable, "-m", "services.trainer"]
-    pushed = subprocess.run(cli + ["push", "--reason", "from the cli", "--id", "cli-1", "--config", str(prepped.config_path)],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    pushed = subprocess.run(
+        cli + ["push", "--reason", "from the cli", "--id", "cli-1", "--config", str(prepped.config_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert pushed.returncode == 0, pushed.stderr
     assert pushed.stdout.strip() == "cli-1"
-    status = subprocess.run(cli + ["status", "cli-1", "--config", str(prepped.config_path)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        cli + ["status", "cli-1", "--config", str(prepped.config_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert status.returncode == 0 and json.loads(status.stdout)["status"] == "queued"
-    missing = subprocess.run(cli + ["status", "nope", "--config", str(prepped.config_path)], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        cli + ["status", "nope", "--config", str(prepped.config_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1 and "nope" in missing.stderr and "Traceback" not in missing.stderr
-    bad = subprocess.run(cli + ["push", "--reason", "x", "--id", "bad id!", "--config", str(prepped.config_path)], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        cli + ["push", "--reason", "x", "--id", "bad id!", "--config", str(prepped.config_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 1 and "id" in bad.stderr and "Traceback" not in bad.stderr
 
 
