@@ -216,6 +216,8 @@ class RedisConfig(_Strict):
     monitor_key_prefix: Annotated[str, Field(min_length=1)]
     lease_s: PosFloat
     max_message_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)]
+    # Starts of one job id (its workers died on it each time) before the job is failed instead of run again.
+    max_attempts: PosInt
     embedded_data_dir: RelPath
 
     @model_validator(mode="after")

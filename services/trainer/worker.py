@@ -8,7 +8,7 @@
 Nothing in a message stops the worker: any exception while handling one fails that job with the reason
 (or dead-letters the message when even that cannot be written) and the worker takes the next. Only Redis
 being unreachable leaves a message in the processing list, to be taken again once its lease is gone.
-A job started more than MAX_ATTEMPTS times (its workers died on it each time) is failed, not run again.
+A job started more than redis.max_attempts times (its workers died on it each time) is failed, not run again.
 
 Each job runs on config.yaml as it is when the job starts (hyperparameters, paths, gate) and records the git
 commit as it is then; the Redis connection, queue names and lease stay those the worker started with (a log
@@ -41,7 +41,6 @@ from shared.schemas import RetrainMessage, utc_now
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 5  # starts of one job id; beyond it the job fails instead of killing worker after worker
 # Redis errors that mean "cannot reach Redis now" (the message is retried), unlike a refused command.
 TRANSIENT = (redis_lib.ConnectionError, redis_lib.TimeoutError)
 
@@ -213,7 +212,7 @@ class Worker:
             reason="",
         )
         log.info("job %s: running (attempt %d, reason %r)", message.id, attempts, message.reason)
-        if attempts > MAX_ATTEMPTS:
+        if attempts > self.settings.redis.max_attempts:
             self._failed(message, f"started {attempts} times (its workers died or were cut off each time): given up")
             return
         heartbeat = Heartbeat(self.queue, message.id, owner=self.id)
