@@ -93,7 +93,8 @@ class DataConfig(_Strict):
 
 
 class FeaturesConfig(_Strict):
-    physical: bool
+    # Build the dataset's derived features (dataset.derived) inside the model.
+    derived: bool
 
 
 class ModelParams(_Strict):

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from shared.dataset import ONNX_INPUT, ONNX_OUTPUT
 from shared.errors import ModelLoadError
-from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS
 
 
 def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
@@ -65,17 +65,18 @@ def parse_model(model_bytes: bytes, *, name: str = "model") -> onnx.ModelProto:
 
 
 class OnnxModel:
-    """A loaded model: `predict_proba(readings float32 [N, 6]) -> float32 [N]`."""
+    """A loaded model: `predict_proba(readings float32 [N, F]) -> float32 [N]`, F the data set's features."""
 
-    def __init__(self, session: ort.InferenceSession, *, name: str = "model") -> None:
+    def __init__(self, session: ort.InferenceSession, *, name: str = "model", features: list[str]) -> None:
         self.session = session
         self.name = name
+        self.features = list(features)
 
     def predict_proba(self, readings: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(readings, dtype=np.float32)
-        if x.ndim != 2 or x.shape[1] != len(RAW_COLUMNS):
+        if x.ndim != 2 or x.shape[1] != len(self.features):
             raise ValueError(
-                f"readings must have shape [N, {len(RAW_COLUMNS)}] ({', '.join(RAW_COLUMNS)}), got {list(x.shape)}"
+                f"readings must have shape [N, {len(self.features)}] ({', '.join(self.features)}), got {list(x.shape)}"
             )
         if len(x) == 0:
             return np.empty(0, dtype=np.float32)
@@ -83,8 +84,9 @@ class OnnxModel:
         return out.reshape(-1)
 
 
-def load_session(model_bytes: bytes, *, name: str = "model") -> OnnxModel:
-    """Check the bytes (valid ONNX, no external data, the readings -> probability signature) and load them."""
+def load_session(model_bytes: bytes, *, name: str = "model", features: list[str]) -> OnnxModel:
+    """Check the bytes (valid ONNX, no external data, the readings -> probability signature with one input column
+    per feature of the data set) and load them."""
     model = parse_model(model_bytes, name=name)
     check_no_external_data(model, name=name)
     options = ort.SessionOptions()
@@ -103,8 +105,9 @@ def load_session(model_bytes: bytes, *, name: str = "model") -> OnnxModel:
             f"expected input {ONNX_INPUT!r} and output {ONNX_OUTPUT!r}"
         )
     inp = inputs[ONNX_INPUT]
-    if inp.type != "tensor(float)" or (len(inp.shape) != 2 or inp.shape[1] != len(RAW_COLUMNS)):
+    if inp.type != "tensor(float)" or (len(inp.shape) != 2 or inp.shape[1] != len(features)):
         raise ModelLoadError(
-            f"{name}: input {ONNX_INPUT!r} must be float32 [N, {len(RAW_COLUMNS)}], got {inp.type} {inp.shape}"
+            f"{name}: input {ONNX_INPUT!r} must be float32 [N, {len(features)}] (the data set's features "
+            f"{', '.join(features)}), got {inp.type} {inp.shape}"
         )
-    return OnnxModel(session, name=name)
+    return OnnxModel(session, name=name, features=features)

@@ -18,6 +18,7 @@ DATA_SET_RE = r"^[a-z0-9_]+$"
 MODEL_FILE = "model.onnx"
 METADATA_FILE = "metadata.json"
 TRAIN_FILE = "train.csv"
+PRODUCTION_FILE = "production.csv"  # the split's later rows, beside train.csv
 LABELLED_FILE = "labelled.jsonl"  # the monitor's joined prediction + label rows
 LABELLED_SNAPSHOT = "labelled.csv"  # the labelled rows a retrain data version trained on
 LOG_SUFFIX = ".jsonl"  # prediction and feedback logs: <instance id>.jsonl

@@ -72,7 +72,7 @@ def log_line(md: dict) -> str:
         f"algorithm={mp.get('algorithm')}",
         f"n_estimators={mp.get('n_estimators')}",
         f"max_depth={mp.get('max_depth')}",
-        f"physical={cfg.get('features', {}).get('physical')}",
+        f"derived={cfg.get('features', {}).get('derived')}",
         f"val_f1={f(m.get('f1'))}",
         f"val_precision={f(m.get('precision'))}",
         f"val_recall={f(m.get('recall'))}",
@@ -163,7 +163,7 @@ class Registry:
 
     def load_model(self, version: str) -> tuple[OnnxModel, dict]:
         data, md = self.load_verified(version)
-        return load_session(data, name=f"model {version}"), md
+        return load_session(data, name=f"model {version}", features=self.paths.settings.dataset.feature_names), md
 
     def find_by_trigger(self, message_id: str) -> str | None:
         """The version a retrain message already produced, if any (at-least-once delivery, one model)."""

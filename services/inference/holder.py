@@ -79,7 +79,7 @@ class ServingModel:
 def load_serving_model(paths: Paths, version: str) -> ServingModel:
     """Load `version` from the registry (sha256, no external data, signature) and check it answers. Blocking."""
     model_bytes, metadata = Registry(paths=paths).load_verified(version)
-    model = load_session(model_bytes, name=f"model {version}")
+    model = load_session(model_bytes, name=f"model {version}", features=paths.settings.dataset.feature_names)
     try:
         probs = model.predict_proba(PROBE)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types

@@ -18,7 +18,7 @@ import pandas as pd
 
 from services.trainer.gate import GateDecision
 from shared.config import Settings
-from shared.features import LABEL, NUMERIC_FEATURES, ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, engineered_names
+from shared.dataset import ONNX_INPUT, ONNX_OUTPUT, DatasetConfig
 from shared.gitinfo import git_info
 
 LIBRARIES = ["scikit-learn", "onnx", "skl2onnx", "onnxruntime", "numpy", "pandas"]
@@ -67,7 +67,9 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def feature_schema(fit: pd.DataFrame, *, physical: bool) -> dict:
+def feature_schema(fit: pd.DataFrame, ds: DatasetConfig, *, derived: bool) -> dict:
+    """What the model takes and returns, and what its training rows looked like (the monitor's drift baseline)."""
+
     def stats(s: pd.Series) -> dict:
         v = s.to_numpy(dtype=np.float64)
         q = np.quantile(v, [0.01, 0.5, 0.99])
@@ -81,37 +83,44 @@ def feature_schema(fit: pd.DataFrame, *, physical: bool) -> dict:
             "p99": float(q[2]),
         }
 
+    label = ds.label.name
     return {
+        "dataset": ds.name,
         "input": {
             "name": ONNX_INPUT,
             "dtype": "float32",
-            "shape": [None, len(RAW_COLUMNS)],
-            "columns": RAW_COLUMNS,
-            "type_codes": TYPE_CODES,
+            "shape": [None, len(ds.feature_names)],
+            "columns": ds.feature_names,
+            "level_codes": {c.name: {lv: j for j, lv in enumerate(c.levels)} for c in ds.categorical},
         },
         "output": {
             "name": ONNX_OUTPUT,
             "dtype": "float32",
             "shape": [None, 1],
-            "meaning": f"probability of {LABEL} = 1",
+            "meaning": f"probability of {label} = failure ({ds.label.failure})",
         },
-        "types": {c: ("categorical" if c == "type" else "float") for c in RAW_COLUMNS},
-        "engineered_in_graph": engineered_names(physical=physical),
-        "ranges": {c: stats(fit[c]) for c in NUMERIC_FEATURES},
-        "categories": {"type": {k: int((fit["type"] == k).sum()) for k in TYPE_CODES}},
+        "types": {c.name: c.kind for c in ds.features},
+        "units": {c.name: c.unit for c in ds.numeric},
+        "derived": {d.name: d.expr for d in ds.derived} if derived else {},
+        "engineered_in_graph": ds.engineered_names(derived=derived),
+        "ranges": {c.name: stats(fit[c.name]) for c in ds.numeric},
+        "categories": {c.name: {lv: int((fit[c.name] == lv).sum()) for lv in c.levels} for c in ds.categorical},
         "rows": len(fit),
-        "label": {"name": LABEL, "positive_rate": float(fit[LABEL].mean())},
+        "label": {"name": label, "positive_rate": float(fit[label].mean())},
     }
 
 
 def doc_string(settings: Settings, data_version: str, files: list[dict]) -> str:
     """Written into the ONNX file: what it computes and from what (no time, so the bytes reproduce)."""
-    physical = settings.features.physical
+    ds = settings.dataset
+    derived = settings.features.derived
+    codes = {c.name: c.levels for c in ds.categorical}
     return (
-        f"Clockwork predictive-maintenance model. Input {ONNX_INPUT}: float32 [N, {len(RAW_COLUMNS)}] "
-        f"({', '.join(RAW_COLUMNS)}; type coded {json.dumps(TYPE_CODES, sort_keys=True)}). Output {ONNX_OUTPUT}: "
-        f"float32 [N, 1], probability of machine failure. Features computed in the graph: "
-        f"{', '.join(engineered_names(physical=physical))}. "
+        f"Clockwork predictive-maintenance model for data set {ds.name}. Input {ONNX_INPUT}: float32 "
+        f"[N, {len(ds.feature_names)}] ({', '.join(ds.feature_names)}; categorical as the index of its level "
+        f"{json.dumps(codes, sort_keys=True)}). Output {ONNX_OUTPUT}: float32 [N, 1], probability of "
+        f"{ds.label.name} = failure. Features computed in the graph: "
+        f"{', '.join(ds.engineered_names(derived=derived))}. "
         f"model_params: {json.dumps(settings.section('model_params'), sort_keys=True)}. "
         f"Data version {data_version}: " + "; ".join(f"{f['path']} sha256 {f['sha256']}" for f in files)
     )

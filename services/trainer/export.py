@@ -1,7 +1,7 @@
 """scikit-learn model -> one self-contained ONNX file: raw readings in, failure probability out.
 
 The file is three graphs merged with onnx.compose.merge_models:
-  front    readings [N, 6] -> features [N, F]   (shared.features.engineer, in ONNX ops)
+  front    readings [N, F] -> features [N, E]   (DatasetConfig.engineer, in ONNX ops)
   model    features -> probabilities [N, 2]     (skl2onnx, zipmap off)
   tail     probabilities -> probability [N, 1]  (column of class 1)
 Every name and producer field is fixed, so the same fitted model gives the same bytes.
@@ -15,10 +15,9 @@ from onnx import TensorProto, compose, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
-from shared.dataset import DatasetConfig
+from shared.dataset import ONNX_INPUT, ONNX_OUTPUT, DatasetConfig
 from shared.errors import ExportError
 from shared.expressions import Expr, sanitize
-from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES, engineered_names
 
 FEATURES = "features"
 PROBABILITIES = "probabilities"
@@ -41,72 +40,7 @@ def _model(graph: onnx.GraphProto, opsets: dict[str, int]) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=_opset_imports(opsets), ir_version=IR_VERSION, producer_name=PRODUCER)
 
 
-def front_graph(*, physical: bool, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
-    """readings [N, 6] -> features [N, F], the same float32 arithmetic as shared.features.engineer."""
-    nodes: list[onnx.NodeProto] = []
-    inits = [_const("cw_axis1", [1])]
-
-    def column(i: int, name: str) -> str:
-        out = f"cw_{name}"
-        inits.extend([_const(f"{out}_start", [i]), _const(f"{out}_end", [i + 1])])
-        nodes.append(
-            helper.make_node(
-                "Slice", [ONNX_INPUT, f"{out}_start", f"{out}_end", "cw_axis1"], [out], name=f"{out}_slice"
-            )
-        )
-        return out
-
-    # Raw numeric readings: columns 1..5 in one slice.
-    inits.extend([_const("cw_numeric_start", [1]), _const("cw_numeric_end", [len(RAW_COLUMNS)])])
-    nodes.append(
-        helper.make_node(
-            "Slice",
-            [ONNX_INPUT, "cw_numeric_start", "cw_numeric_end", "cw_axis1"],
-            ["cw_numeric"],
-            name="cw_numeric_slice",
-        )
-    )
-    parts = ["cw_numeric"]
-    code = column(0, "type_code")
-    for letter, value in TYPE_CODES.items():
-        inits.append(_const(f"cw_code_{letter}", [value], dtype=np.float32))
-        nodes.append(
-            helper.make_node("Equal", [code, f"cw_code_{letter}"], [f"cw_is_{letter}"], name=f"cw_equal_{letter}")
-        )
-        nodes.append(
-            helper.make_node(
-                "Cast", [f"cw_is_{letter}"], [f"cw_type_{letter}"], to=TensorProto.FLOAT, name=f"cw_cast_{letter}"
-            )
-        )
-        parts.append(f"cw_type_{letter}")
-    if physical:
-        air, proc, speed, torque, wear = (
-            column(i, n) for i, n in enumerate(["air", "process", "speed", "torque", "wear"], start=1)
-        )
-        # The same float32 operations, in the same order, as shared.features.engineer.
-        inits.append(_const("cw_rad_per_s_per_rpm", [2 * np.pi / 60], dtype=np.float32))
-        nodes += [
-            helper.make_node("Sub", [proc, air], ["cw_temp_diff"], name="cw_temp_diff"),
-            helper.make_node("Mul", [torque, speed], ["cw_torque_speed"], name="cw_torque_speed"),
-            helper.make_node("Mul", ["cw_torque_speed", "cw_rad_per_s_per_rpm"], ["cw_power"], name="cw_power"),
-            helper.make_node("Mul", [wear, torque], ["cw_strain"], name="cw_strain"),
-        ]
-        parts += ["cw_temp_diff", "cw_power", "cw_strain"]
-    nodes.append(helper.make_node("Concat", parts, [FEATURES], axis=1, name="cw_concat_features"))
-    n_features = len(engineered_names(physical=physical))
-    graph = helper.make_graph(
-        nodes,
-        "cw_features",
-        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.FLOAT, ["N", len(RAW_COLUMNS)])],
-        [helper.make_tensor_value_info(FEATURES, TensorProto.FLOAT, ["N", n_features])],
-        initializer=inits,
-    )
-    return _model(graph, opsets or {"": TARGET_OPSET[""]})
-
-
-def dataset_front_graph(
-    dataset: DatasetConfig, *, derived: bool, opsets: dict[str, int] | None = None
-) -> onnx.ModelProto:
+def front_graph(dataset: DatasetConfig, *, derived: bool, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
     """readings [N, F] -> features [N, E] for any data set, the same float32 arithmetic as DatasetConfig.engineer.
 
     Numeric features (one Gather of their columns), one-hot of each categorical's level index, then each derived
@@ -222,14 +156,17 @@ def opsets_of(model: onnx.ModelProto) -> dict[str, int]:
     return {op.domain: op.version for op in model.opset_import}
 
 
-def export(estimator, *, physical: bool, doc_string: str) -> bytes:
+def export(estimator, *, dataset: DatasetConfig, derived: bool, doc_string: str) -> bytes:
     """The whole model file as bytes (deterministic for a deterministic estimator)."""
-    n_features = len(engineered_names(physical=physical))
+    n_features = len(dataset.engineered_names(derived=derived))
     body = sklearn_graph(estimator, n_features=n_features)
     opsets = opsets_of(body)
     # Hand-built parts name everything cw_*, so no name collides with skl2onnx's (merge_models checks).
     merged = compose.merge_models(
-        front_graph(physical=physical, opsets=opsets), body, io_map=[(FEATURES, FEATURES)], outputs=[PROBABILITIES]
+        front_graph(dataset, derived=derived, opsets=opsets),
+        body,
+        io_map=[(FEATURES, FEATURES)],
+        outputs=[PROBABILITIES],
     )
     merged = compose.merge_models(
         merged, tail_graph(opsets=opsets), io_map=[(PROBABILITIES, PROBABILITIES)], outputs=[ONNX_OUTPUT]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
@@ -26,7 +27,6 @@ from sklearn.metrics import precision_recall_fscore_support
 from shared.atomic import sha256_bytes
 from shared.config import Settings
 from shared.errors import DataValidationError, NotFoundError
-from shared.features import LABEL, RAW_COLUMNS, encode_readings
 from shared.onnx_model import load_session
 from shared.paths import Paths
 from shared.pin import pinned_version
@@ -45,12 +45,12 @@ class Scorer(Protocol):
     def predict_proba(self, readings: np.ndarray) -> np.ndarray: ...
 
 
-# model bytes, name -> something with predict_proba(readings [N, 6]) -> [N]
+# model bytes, name -> something with predict_proba(readings [N, F]) -> [N]
 ScorerFactory = Callable[..., Scorer]
 
 
-def _default_scorer(model_bytes: bytes, *, name: str) -> Scorer:
-    return load_session(model_bytes, name=name)
+def _default_scorer(model_bytes: bytes, *, name: str, features: list[str]) -> Scorer:
+    return load_session(model_bytes, name=name, features=features)
 
 
 class _Record(BaseModel):
@@ -163,7 +163,7 @@ def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> GateSco
     )
 
 
-def window_summary(window: pd.DataFrame) -> WindowSummary:
+def window_summary(window: pd.DataFrame, label: str) -> WindowSummary:
     rows = int(len(window))
     first_time = last_time = None
     if rows and "time" in window:
@@ -173,7 +173,7 @@ def window_summary(window: pd.DataFrame) -> WindowSummary:
         served_by = {str(k): int(v) for k, v in window["model_version"].value_counts().sort_index().items()}
     return WindowSummary(
         rows=rows,
-        positives=int(window[LABEL].sum()) if rows else 0,
+        positives=int(window[label].sum()) if rows else 0,
         first_time=first_time,
         last_time=last_time,
         served_by=served_by,
@@ -189,15 +189,16 @@ def decide(
     scorer: ScorerFactory | None = None,
     candidate_version_hint: str | None = None,
 ) -> GateDecision:
-    """Score candidate and serving model on `window` (RAW_COLUMNS + machine_failure); promote or keep."""
+    """Score candidate and serving model on `window` (the dataset's features and label); promote or keep."""
     gate = settings.monitoring.gate
     threshold = settings.deployment.threshold
-    make = scorer or _default_scorer
-    missing = [c for c in RAW_COLUMNS + [LABEL] if c not in window.columns]
+    make = scorer or partial(_default_scorer, features=settings.dataset.feature_names)
+    ds = settings.dataset
+    missing = [c for c in ds.feature_names + [ds.label.name] if c not in window.columns]
     if missing:
         raise DataValidationError(f"gate window lacks columns {missing}")
     decided_at = utc_now()
-    summary = window_summary(window)
+    summary = window_summary(window, ds.label.name)
     candidate = CandidateSide(version_hint=candidate_version_hint, onnx_sha256=sha256_bytes(candidate_bytes))
     version = pinned_version(settings)
     serving = ServingSide(version=version)
@@ -233,10 +234,10 @@ def decide(
             ),
         )
     try:
-        readings = encode_readings(window)
+        readings = ds.encode(window)
     except ValueError as e:
         raise DataValidationError(f"gate window: {e}") from e
-    y = window[LABEL].to_numpy(dtype=int)
+    y = window[ds.label.name].to_numpy(dtype=int)
     candidate_scores = score(y, make(candidate_bytes, name="candidate").predict_proba(readings), threshold=threshold)
     candidate = candidate.model_copy(update={"scores": candidate_scores})
     try:

@@ -17,9 +17,9 @@ import pandas as pd
 
 from shared.atomic import sha256_bytes
 from shared.config import Settings
+from shared.dataset import DatasetConfig
 from shared.datastore import DataStore, table_bytes
 from shared.errors import IntegrityError
-from shared.features import LABEL, RAW_COLUMNS
 from shared.labelled import labelled_file
 from shared.paths import LABELLED_SNAPSHOT, check_data_version
 from shared.schemas import RetrainMessage
@@ -48,11 +48,12 @@ def _nullable_ints(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def retrain_table(base: pd.DataFrame, extra: pd.DataFrame, *, base_version: str) -> pd.DataFrame:
+def retrain_table(base: pd.DataFrame, extra: pd.DataFrame, *, base_version: str, ds: DatasetConfig) -> pd.DataFrame:
     """Base training rows (oldest) then the labelled production rows, oldest first."""
-    keep = [c for c in RAW_COLUMNS + [LABEL, "request_id", "time", "model_version"] if c in extra.columns]
+    label = ds.label.name
+    keep = [c for c in ds.feature_names + [label, "request_id", "time", "model_version"] if c in extra.columns]
     rows = extra[keep].copy()
-    rows[LABEL] = rows[LABEL].astype("int64")
+    rows[label] = rows[label].astype("int64")
     rows["source"] = "labelled"
     first = _nullable_ints(base).assign(source=base_version)
     return pd.concat([first, _nullable_ints(rows)], ignore_index=True)
@@ -88,7 +89,7 @@ def build_retrain_version(
     base_version = settings.data.version
     base_path = paths.train_file(base_version)
     base = store.read_table(base_path)
-    table = retrain_table(base, train_rows, base_version=base_version)
+    table = retrain_table(base, train_rows, base_version=base_version, ds=settings.dataset)
     digest = sha256_bytes(table_bytes(table))
     reuse = _existing_version(store, message_id=message.id, name="train.csv", digest=digest)
     if reuse:

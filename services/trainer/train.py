@@ -1,8 +1,8 @@
 """Train a candidate from config.yaml alone, evaluate it by running its ONNX file, register it.
 
     settings -> data version's train.csv (checked against the manifest)          services.trainer.dataset
-             -> chronological hold-out (last training.validation_fraction of the rows by udi)
-             -> features: shared.features.engineer(encode_readings(df)) -- the same arithmetic the
+             -> chronological hold-out (last training.validation_fraction of the rows in the dataset's order)
+             -> features: DatasetConfig.engineer(DatasetConfig.encode(df)) -- the same arithmetic the
                 ONNX front graph runs, so the scikit-learn object and the file see identical inputs
              -> fit (model_params)                                                services.trainer.estimator
              -> export ONNX -> metrics from onnxruntime on the hold-out           export, evaluate
@@ -39,7 +39,6 @@ from services.trainer.gate import GateDecision
 from shared.config import Settings
 from shared.datastore import DataStore
 from shared.errors import ClockworkError, DataValidationError, ExportError
-from shared.features import assert_no_forbidden, engineer, engineered_names
 from shared.onnx_model import load_session
 from shared.paths import Paths, check_data_version
 from shared.registry import Registry
@@ -55,15 +54,15 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     check_data_version(data_version)
     paths = Paths.from_settings(settings)
     store = DataStore(paths=paths)
-    df, train_path = load_training_table(store, paths, data_version)
+    ds = settings.dataset
+    df, train_path = load_training_table(store, paths, data_version, ds)
     fit, val = split_holdout(df, settings.training.validation_fraction, where=train_path)
-    physical = settings.features.physical
+    derived = settings.features.derived
     mp = settings.model_params
     threshold = settings.training.threshold
-    assert_no_forbidden(engineered_names(physical=physical))
 
-    x_fit = engineer(readings(fit, where=train_path), physical=physical)
-    y_fit = labels(fit, where=train_path)
+    x_fit = ds.engineer(readings(fit, ds, where=train_path), derived=derived)
+    y_fit = labels(fit, ds, where=train_path)
     if len(np.unique(y_fit)) < 2:
         raise DataValidationError(f"{train_path}: the training part holds one class only")
     estimator = build_estimator(mp)
@@ -72,14 +71,14 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     training_seconds = time.perf_counter() - t0
 
     files = data_files(store, data_version)
-    model_bytes = export(estimator, physical=physical, doc_string=doc_string(settings, data_version, files))
-    model = load_session(model_bytes, name=f"candidate on {data_version}")
+    model_bytes = export(estimator, dataset=ds, derived=derived, doc_string=doc_string(settings, data_version, files))
+    model = load_session(model_bytes, name=f"candidate on {data_version}", features=ds.feature_names)
 
     # Metrics by running the ONNX file; parity against the scikit-learn object on the same rows.
-    r_val = readings(val, where=train_path)
-    y_val = labels(val, where=train_path)
+    r_val = readings(val, ds, where=train_path)
+    y_val = labels(val, ds, where=train_path)
     p_onnx = model.predict_proba(r_val)
-    p_sk = estimator.predict_proba(engineer(r_val, physical=physical))[:, 1]
+    p_sk = estimator.predict_proba(ds.engineer(r_val, derived=derived))[:, 1]
     metrics = classification_metrics(y_val, p_onnx, threshold=threshold)
     par = parity(p_onnx, p_sk, threshold=threshold, tolerance=settings.training.parity_tolerance)
     if not par["ok"]:
@@ -90,11 +89,13 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         )
 
     production_metrics = None
-    production = load_production_table(store, paths, data_version)
+    production = load_production_table(store, paths, data_version, ds)
     if production is not None:
         prod, prod_path = production
         production_metrics = classification_metrics(
-            labels(prod, where=prod_path), model.predict_proba(readings(prod, where=prod_path)), threshold=threshold
+            labels(prod, ds, where=prod_path),
+            model.predict_proba(readings(prod, ds, where=prod_path)),
+            threshold=threshold,
         )
         production_metrics["file"] = store.rel(prod_path)
 
@@ -131,7 +132,7 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
             "model_params": settings.section("model_params"),
             "training": settings.section("training"),
         },
-        feature_schema=feature_schema(fit, physical=physical),
+        feature_schema=feature_schema(fit, ds, derived=derived),
         training_seconds=round(training_seconds, 3),
         estimator=estimator,
     )

@@ -181,12 +181,12 @@ def gated_project(prepped: Settings) -> Settings:
         **FAST,
         **{
             "model_params.algorithm": "logistic_regression",
-            "features.physical": False,
+            "features.derived": False,
             "monitoring.gate.window_size": 400,
         },
     )
     assert train_and_register(weak, trigger=COMMAND_TRIGGER)["version"] == "v1"
-    settings = with_config(weak, **{"model_params.algorithm": "random_forest", "features.physical": True})
+    settings = with_config(weak, **{"model_params.algorithm": "random_forest", "features.derived": True})
     paths = Paths.from_settings(settings)
     production = DataStore(paths=paths).read_table(paths.data_version_dir(settings.data.version) / "production.csv")
     write_labelled(settings, production.iloc[:1000])
@@ -238,13 +238,15 @@ def test_dead_workers_job_is_requeued_within_about_a_lease(prepped, redis_client
     status = trainer_cli(settings, redis_server.url, "status", "orphan-1")
     view = json.loads(status.stdout)
     assert view["status"] == "running" and view["lease"] == "none" and "lease gone" in view["note"], view
-    assert time.time() - killed_at < 2.0 + 1.0 + 5.0  # (the status command itself takes a second or two)
+    # (the status command itself takes a second or two, more on a loaded 2-core CI machine)
+    assert time.time() - killed_at < 2.0 + 1.0 + 15.0
     started_at = time.time()
     run_worker(settings, redis_server.url, 1)
     job = q.job("orphan-1")
     requeued_after = parse_utc(job["requeued_at"]).timestamp() - started_at
-    # the new worker's start (a couple of seconds) + its orphan grace (min(lease, 5) s) + a poll
-    assert requeued_after < 5.0 + 2.0, requeued_after
+    # the new worker's start (a couple of seconds, more under load) + its orphan grace (min(lease, 5) s) + a poll;
+    # the point: seconds, not the ten minutes of the old 600 s lease
+    assert requeued_after < 5.0 + 15.0, requeued_after
     assert (job["status"], job["attempts"], job["requeues"]) == ("done", "2", "1"), job
     assert json.loads(trainer_cli(settings, redis_server.url, "status", "orphan-1").stdout)["lease"] == "none"
     assert_ledger(settings, redis_client, sent=1, done=["orphan-1"])

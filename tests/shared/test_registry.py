@@ -171,7 +171,7 @@ def external_data_model(tmp_path) -> bytes:
 def test_external_data_model_is_refused(prepped, candidate, tmp_path):
     data = external_data_model(tmp_path)
     with pytest.raises(ModelLoadError, match="external data"):
-        load_session(data)
+        load_session(data, features=prepped.dataset.feature_names)
     registry = Registry(paths=Paths.from_settings(prepped))
     with pytest.raises(ModelLoadError, match="external data"):
         registry.register(model_bytes=data, metadata=candidate.metadata(trigger=COMMAND_TRIGGER, gate=None))
@@ -185,13 +185,16 @@ def test_external_data_model_is_refused(prepped, candidate, tmp_path):
         registry.load_verified("v1")
 
 
-def test_onnx_model_rejects_wrong_shape_and_garbage(candidate):
-    model = load_session(candidate.model_bytes)
+def test_onnx_model_rejects_wrong_shape_and_garbage(prepped, candidate):
+    features = prepped.dataset.feature_names
+    model = load_session(candidate.model_bytes, features=features)
     with pytest.raises(ValueError, match=r"\[N, 6\]"):
         model.predict_proba(np.zeros((2, 5), dtype=np.float32))
     assert model.predict_proba(np.zeros((0, 6), dtype=np.float32)).shape == (0,)
     with pytest.raises(ModelLoadError):
-        load_session(b"not an onnx file")
+        load_session(b"not an onnx file", features=features)
+    with pytest.raises(ModelLoadError, match=r"must be float32 \[N, 5\]"):
+        load_session(candidate.model_bytes, features=features[:5])
 
 
 def test_repair_metadata_log_appends_missing_and_torn_lines_once(prepped):

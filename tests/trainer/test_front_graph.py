@@ -5,7 +5,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.trainer.export import dataset_front_graph
+from services.trainer.export import front_graph as dataset_front_graph
 from shared.dataset import DatasetConfig
 
 PUMPS = {

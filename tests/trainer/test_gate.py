@@ -62,7 +62,7 @@ def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, 
     from shared.onnx_model import load_session
 
     def scorer(model_bytes, *, name):
-        return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name)
+        return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name, features=trained.dataset.feature_names)
 
     result = decide(settings=trained, paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
     assert result.decision == "promote" and result.candidate.scores.f1 == 1.0 and result.serving.scores.f1 < 0.99
@@ -74,7 +74,7 @@ def test_the_gate_metric_is_configurable(trained, paths, window):
     from shared.onnx_model import load_session
 
     def scorer(model_bytes, *, name):  # flags everything: recall 1, precision tiny
-        return Oracle(np.ones(len(window))) if model_bytes == b"all" else load_session(model_bytes, name=name)
+        return Oracle(np.ones(len(window))) if model_bytes == b"all" else load_session(model_bytes, name=name, features=trained.dataset.feature_names)
 
     assert decide(settings=trained, paths=paths, candidate_bytes=b"all", window=window, scorer=scorer).decision == "keep"
     assert decide(settings=with_gate(trained, metric="recall"), paths=paths, candidate_bytes=b"all", window=window,
@@ -103,7 +103,7 @@ def test_a_window_with_too_few_failures_keeps_the_serving_model(trained, paths, 
     from shared.onnx_model import load_session
 
     def scorer(model_bytes, *, name):
-        return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name)
+        return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name, features=trained.dataset.feature_names)
 
     positives = int(window[LABEL].sum())
     strict = with_gate(trained, min_positives=positives + 1)

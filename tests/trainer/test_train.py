@@ -13,7 +13,6 @@ import pytest
 from services.trainer.export import front_graph
 from services.trainer.train import COMMAND_TRIGGER, train_and_register, train_candidate
 from shared.datastore import DataStore
-from shared.features import RAW_COLUMNS, encode_readings, engineer
 from shared.onnx_model import load_session
 from shared.paths import Paths
 from shared.registry import Registry
@@ -81,10 +80,11 @@ def test_default_config_scores_f1_above_080_on_production_rows_and_raw_columns_s
     assert prod["rows"] == 3000 and prod["positives"] == 61
     # ONNX file on rows 7001-10000, recomputed here from the file itself.
     rows = production_rows(prepped)
-    proba = load_session(physical.model_bytes).predict_proba(encode_readings(rows))
+    ds = prepped.dataset
+    proba = load_session(physical.model_bytes, features=ds.feature_names).predict_proba(ds.encode(rows))
     assert proba.shape == (3000,)
     assert prod["f1"] >= 0.80, prod
-    raw_only = train_candidate(with_config(prepped, **{"features.physical": False}), data_version=prepped.data.version)
+    raw_only = train_candidate(with_config(prepped, **{"features.derived": False}), data_version=prepped.data.version)
     assert raw_only.production_metrics["f1"] < prod["f1"] - 0.05, (raw_only.production_metrics, prod)
     print(
         f"\nproduction rows: physical precision={prod['precision']:.4f} recall={prod['recall']:.4f} "
@@ -102,17 +102,19 @@ def test_onnx_agrees_with_sklearn_on_the_validation_rows(prepped, algorithm):
     assert cand.parity["label_disagreements"] == 0 and cand.parity["label_agreement"] == 1.0
     # And on every production row, recomputed here.
     rows = production_rows(settings)
-    r = encode_readings(rows)
-    p_onnx = load_session(cand.model_bytes).predict_proba(r)
-    p_sk = cand.estimator.predict_proba(engineer(r, physical=True))[:, 1]
+    ds = settings.dataset
+    r = ds.encode(rows)
+    p_onnx = load_session(cand.model_bytes, features=ds.feature_names).predict_proba(r)
+    p_sk = cand.estimator.predict_proba(ds.engineer(r, derived=True))[:, 1]
     assert np.max(np.abs(p_onnx - p_sk)) <= 1e-5
     assert np.array_equal(p_onnx >= 0.5, p_sk >= 0.5)
 
 
-@pytest.mark.parametrize("physical", [True, False])
-def test_front_graph_features_equal_shared_engineer(prepped, physical):
+@pytest.mark.parametrize("derived", [True, False])
+def test_front_graph_features_equal_the_dataset_reference(prepped, derived):
+    ds = prepped.dataset
     rows = production_rows(prepped)
-    readings = encode_readings(rows)
+    readings = ds.encode(rows)
     # Plus edge values: every type code, zeros, extremes of the accepted ranges.
     edges = np.array(
         [[c, 250.0, 400.0, 0.0, 0.0, 0.0] for c in (0.0, 1.0, 2.0)]
@@ -121,10 +123,10 @@ def test_front_graph_features_equal_shared_engineer(prepped, physical):
     )
     x = np.concatenate([readings, edges])
     session = ort.InferenceSession(
-        front_graph(physical=physical).SerializeToString(), providers=["CPUExecutionProvider"]
+        front_graph(ds, derived=derived).SerializeToString(), providers=["CPUExecutionProvider"]
     )
     (features,) = session.run(None, {"readings": x})
-    expected = engineer(x, physical=physical)
+    expected = ds.engineer(x, derived=derived)
     assert features.dtype == np.float32 and features.shape == expected.shape
     assert np.array_equal(features, expected)
 
@@ -137,7 +139,7 @@ def test_metadata_records_lineage_and_round_trips(prepped):
     train_rel = f"data/processed/{prepped.data.version}/train.csv"
     entry = DataStore(paths=paths).entry_for_path(paths.train_file(prepped.data.version))
     assert {"path": train_rel, "sha256": entry.sha256, "rows": 7000} in md["data_files"]
-    assert md["feature_schema"]["input"]["columns"] == RAW_COLUMNS
+    assert md["feature_schema"]["input"]["columns"] == prepped.dataset.feature_names
     assert md["feature_schema"]["ranges"]["torque_nm"]["min"] > 0
     assert set(md["config"]) == {"data_version", "features", "model_params", "training"}
     assert md["git"]["commit"] and md["library_versions"]["onnxruntime"]
