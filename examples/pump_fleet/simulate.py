@@ -6,16 +6,15 @@ stream, fixed decimals, "\\n" line ends, no clock or locale read). `write(path, 
 CLI: `python -m examples.pump_fleet.simulate --out PATH [--rows N] [--seed S]`; no network.
 
 What the file holds (examples/pump_fleet/config.yaml describes every column, its unit and range):
-- readings of 40 pumps of 5 models, one pump per row, in time order: `Timestamp` is ISO 8601 UTC, strictly
-  increasing, 2 to 8 minutes apart; `Pump ID` identifies the pump (never a feature);
+- readings of 30 pumps of 5 models, one pump per row, in time order: `Timestamp` is ISO 8601 UTC, strictly
+  increasing, 1 to 5 minutes apart; `Pump ID` identifies the pump (never a feature);
 - wear grows with the hours since service: the bearing heats, the worn impeller draws more current per m³/h;
 - `Failure within 24h` ("yes"/"no") follows from the written reading itself, so one reading suffices, through
   a derived feature: bearing temperature minus ambient above BEARING_RISE_LIMIT (bearing overheating), motor
   current per m³/h above AMPS_PER_FLOW_LIMIT (impeller wear; small models, drawing more per m³/h, reach it
-  sooner), hydraulic power
-  flow x pressure / 36 above OVERLOAD_LIMIT times the model's rating (motor overload); plus rare seal failures
-  that no reading announces. A pump is serviced (hours back to 0) 24 h after its first failing reading, or
-  when its service interval is reached;
+  sooner), hydraulic power flow x pressure / 36 above OVERLOAD_LIMIT times the model's rating (motor overload;
+  rare, and learnable only per model); plus rare seal failures that no reading announces. A pump is serviced
+  (hours back to 0) 24 h after its first failing reading, or when its service interval is reached;
 - `Failure cause` names the mechanism on failure rows and is empty otherwise: the label in disguise;
 - chronological drift: the ambient temperature warms through the period and demand (flow) rises a little,
   so the later rows hold more overloads; the failure rules do not change.
