@@ -1,12 +1,14 @@
-"""The pump_fleet example: a deterministic simulator whose CSV matches its own config's dataset section."""
+"""The pump_fleet example: a deterministic simulator whose CSV matches its config (dataset, front graph, drift)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from examples.pump_fleet import simulate
 from examples.pump_fleet.check import learnability
@@ -121,3 +123,38 @@ def test_the_csv_is_plain_utf8_with_unix_line_ends():
     text = data.decode("utf-8")
     assert "\r" not in text and text.endswith("\n")
     assert len(pd.read_csv(io.StringIO(text))) == 200
+
+
+def test_the_onnx_front_graph_computes_the_reference_features_on_the_example(settings, raw):
+    import onnxruntime as ort
+
+    from services.trainer.export import dataset_front_graph
+
+    ds = settings.dataset
+    x = ds.encode(raw.rename(columns=ds.source_to_name))
+    graph = dataset_front_graph(ds, derived=True)
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(None, {"readings": x})[0], ds.engineer(x, derived=True))
+
+
+def _recipes(settings) -> list[dict]:
+    """The day-2 recipes: from the schema once it accepts them, else the commented block waiting in config.yaml."""
+    if settings.data.day2.recipes:
+        return [r.model_dump() for r in settings.data.day2.recipes]
+    block = [line[len("    #   ") :] for line in CONFIG.read_text().splitlines() if line.startswith("    #   ")]
+    return yaml.safe_load("\n".join(block))
+
+
+def test_the_drift_recipes_name_its_columns_and_a_vibration_offset_is_flagged_where_nature_is_not(settings, raw):
+    from services.monitor.drift import numeric_drift
+
+    recipes = _recipes(settings)
+    numeric = {c.name for c in settings.dataset.numeric}
+    assert recipes and all(r["column"] in numeric and r["kind"] in ("offset", "scale") for r in recipes), recipes
+    (offset,) = [r for r in recipes if r["column"] == "vibration_rms_mm_s" and r["kind"] == "offset"]
+    column = raw["Vibration RMS [mm/s]"].to_numpy(dtype=float)
+    train, window = column[: settings.data.train_rows], column[settings.data.train_rows :][:1000]
+    thresholds = settings.monitoring.thresholds
+    assert not numeric_drift(train, window, thresholds=thresholds).flagged
+    noise = np.random.default_rng(0).normal(0.0, offset["noise_std"], len(window))
+    assert numeric_drift(train, window + offset["value"] + noise, thresholds=thresholds).flagged
