@@ -128,11 +128,11 @@ def test_the_csv_is_plain_utf8_with_unix_line_ends():
 def test_the_onnx_front_graph_computes_the_reference_features_on_the_example(settings, raw):
     import onnxruntime as ort
 
-    from services.trainer.export import dataset_front_graph
+    from services.trainer.export import front_graph
 
     ds = settings.dataset
     x = ds.encode(raw.rename(columns=ds.source_to_name))
-    graph = dataset_front_graph(ds, derived=True)
+    graph = front_graph(ds, derived=True)
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     assert np.array_equal(session.run(None, {"readings": x})[0], ds.engineer(x, derived=True))
 
