@@ -188,10 +188,11 @@ def test_batch_predicts_each_row_with_its_own_request_id(client):
         assert logged[p["request_id"]]["probability"] == p["failure_probability"]
 
 
-def test_batch_over_max_rows_is_refused(client, served):
+def test_batch_over_max_rows_is_refused_as_a_schema_violation(client, served):
+    """422, not 413: maxItems is in the document; 413 is for a body over max_body_bytes (docs/CONTRACTS.md)."""
     n = served.deployment.max_batch_rows + 1
     r = client.post("/predict/batch", json={"readings": [SNAKE] * n})
-    assert r.status_code == 413
+    assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "readings"
     assert "max_batch_rows" in r.json()["detail"]
 
