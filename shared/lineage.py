@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -31,9 +33,9 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # the scan reads this much at a time: the GIL is free during each read, held ~0.1 ms per find
 
 
-def _scan_file(path: Path, needle: bytes) -> list[tuple[int, bytes]]:
-    """(line number, line) of the complete lines of `path` that contain `needle`: read in blocks and searched
-    with bytes.find (C speed), so the cost is the file's size, not its number of lines in Python."""
+def _scan_file(path: Path, needle: bytes, keep: Callable[[bytes], object] | None = None) -> list[tuple[int, bytes]]:
+    """(line number, line) of the complete lines of `path` that contain `needle` (and pass `keep`): read in
+    blocks and searched with bytes.find (C speed), so the cost is the file's size, not its lines in Python."""
     found: list[tuple[int, bytes]] = []
     lines_before = 0  # complete lines before `block`
     tail = b""
@@ -41,13 +43,18 @@ def _scan_file(path: Path, needle: bytes) -> list[tuple[int, bytes]]:
         while True:
             data = f.read(CHUNK)
             block = tail + data if tail else data
+            counted_to, line_no = 0, lines_before  # newlines in block[:counted_to], added to line_no
             at = block.find(needle)
             while at >= 0:
                 start = block.rfind(b"\n", 0, at) + 1
                 end = block.find(b"\n", at)
                 if end < 0:
                     break  # the line goes on in the next block (or is unfinished at the end of the file)
-                found.append((lines_before + block.count(b"\n", 0, start) + 1, block[start : end + 1]))
+                line_no += block.count(b"\n", counted_to, start)
+                counted_to = start
+                line = block[start : end + 1]
+                if keep is None or keep(line):
+                    found.append((line_no + 1, line))
                 at = block.find(needle, end + 1)
             if not data:
                 return found
@@ -59,14 +66,15 @@ def _scan_file(path: Path, needle: bytes) -> list[tuple[int, bytes]]:
 
 
 def _scan(directory: Path, request_id: str) -> list[tuple[Path, int, bytes]]:
-    """(file, line number, line) of any *.jsonl in `directory` that mention request_id (cheap substring test,
-    then parsed by the caller)."""
-    needle = request_id.encode("utf-8")
+    """(file, line number, line) of the *.jsonl lines in `directory` whose "request_id" is request_id (found
+    by the quoted id, confirmed by a regular expression on the line; the caller parses them)."""
+    quoted = b'"' + request_id.encode("utf-8") + b'"'
+    keep = re.compile(rb'"request_id"\s*:\s*' + re.escape(quoted)).search
     found: list[tuple[Path, int, bytes]] = []
     if not directory.is_dir():
         return found
     for path in sorted(directory.glob(f"*{LOG_SUFFIX}")):
-        found += [(path, n, line) for n, line in _scan_file(path, needle)]
+        found += [(path, n, line) for n, line in _scan_file(path, quoted, keep)]
     return found
 
 
