@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -33,9 +31,9 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20  # the scan reads this much at a time: the GIL is free during each read, held ~0.1 ms per find
 
 
-def _scan_file(path: Path, needle: bytes, keep: Callable[[bytes], object] | None = None) -> list[tuple[int, bytes]]:
-    """(line number, line) of the complete lines of `path` that contain `needle` (and pass `keep`): read in
-    blocks and searched with bytes.find (C speed), so the cost is the file's size, not its lines in Python."""
+def _scan_file(path: Path, needle: bytes) -> list[tuple[int, bytes]]:
+    """(line number, line) of the complete lines of `path` that contain `needle`: read in blocks and searched
+    with bytes.find (C speed), so the cost is the file's size, not its number of lines in Python."""
     found: list[tuple[int, bytes]] = []
     lines_before = 0  # complete lines before `block`
     tail = b""
@@ -52,9 +50,7 @@ def _scan_file(path: Path, needle: bytes, keep: Callable[[bytes], object] | None
                     break  # the line goes on in the next block (or is unfinished at the end of the file)
                 line_no += block.count(b"\n", counted_to, start)
                 counted_to = start
-                line = block[start : end + 1]
-                if keep is None or keep(line):
-                    found.append((line_no + 1, line))
+                found.append((line_no + 1, block[start : end + 1]))
                 at = block.find(needle, end + 1)
             if not data:
                 return found
@@ -66,15 +62,15 @@ def _scan_file(path: Path, needle: bytes, keep: Callable[[bytes], object] | None
 
 
 def _scan(directory: Path, request_id: str) -> list[tuple[Path, int, bytes]]:
-    """(file, line number, line) of the *.jsonl lines in `directory` whose "request_id" is request_id (found
-    by the quoted id, confirmed by a regular expression on the line; the caller parses them)."""
-    quoted = b'"' + request_id.encode("utf-8") + b'"'
-    keep = re.compile(rb'"request_id"\s*:\s*' + re.escape(quoted)).search
+    """(file, line number, line) of the *.jsonl lines in `directory` whose request_id is `request_id`, found by
+    `"request_id":"<id>"` as the services write it (compact JSON: PredictionRecord/FeedbackRecord.to_line), so
+    one find per block whatever the id (an id such as "M" does not make every line a candidate)."""
+    needle = b'"request_id":"' + request_id.encode("utf-8") + b'"'
     found: list[tuple[Path, int, bytes]] = []
     if not directory.is_dir():
         return found
     for path in sorted(directory.glob(f"*{LOG_SUFFIX}")):
-        found += [(path, n, line) for n, line in _scan_file(path, quoted, keep)]
+        found += [(path, n, line) for n, line in _scan_file(path, needle)]
     return found
 
 
