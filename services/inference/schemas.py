@@ -4,6 +4,9 @@ A reading accepts snake_case names (`torque_nm`) and the data set's own column n
 Numbers are strict (no strings, no booleans), finite (NaN and Infinity, JSON literals included, are
 refused) and inside the physical ranges of `deployment.input_ranges`; the product type is L, M or H.
 The reading model is built per app from the configured ranges, so the OpenAPI schema documents them.
+A feedback label is the JSON number 0 or 1 (1.0 is 1, as JSON Schema's `integer` says).
+The documented refusals (BODY_RESPONSES, NO_MODEL, UNAUTHORIZED, BUSY) are declared here once; the routes
+name them, so the document lists every status a route can answer (docs/CONTRACTS.md, "HTTP API").
 """
 
 from __future__ import annotations
