@@ -165,6 +165,16 @@ class DeploymentConfig(_Strict):
         return out
 
 
+class SecurityConfig(_Strict):
+    """The request side's defences. The API key itself is never here: see `api_key_from_env`."""
+
+    predict_requires_key: bool  # /predict and /predict/batch keyed too (when a key is set); else open
+    body_read_timeout_s: PosFloat  # a request body not all there by then: 408, connection closed
+    lineage_concurrency: PosInt  # lineage lookups running at once (each in a worker thread)
+    lineage_waiting: Annotated[int, Field(ge=0)]  # lookups queued behind them; beyond: 429 with Retry-After
+    lineage_retry_after_s: PosInt
+
+
 class Thresholds(_Strict):
     f1_drop: Probability
     error_rate_increase: Probability
@@ -254,6 +264,7 @@ class Settings(_Strict):
     training: TrainingConfig
     registry: RegistryConfig
     deployment: DeploymentConfig
+    security: SecurityConfig
     monitoring: MonitoringConfig
     redis: RedisConfig
     # Set by the loader, not by the file: where the file was, so relative paths resolve from it.
@@ -284,6 +295,35 @@ def redact_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+API_KEY_ENV = "CLOCKWORK_API_KEY"
+API_KEY_FILE_ENV = "CLOCKWORK_API_KEY_FILE"
+
+
+def api_key_from_env(env: dict[str, str] | None = None) -> str | None:
+    """The API key from $CLOCKWORK_API_KEY, else from the secrets file named by $CLOCKWORK_API_KEY_FILE (its
+    content, surrounding whitespace removed); None when neither is set (the keyed routes are then open).
+    Raises ConfigError naming the variable for an empty key or an unreadable file."""
+    env = dict(os.environ) if env is None else env
+    if env.get(API_KEY_ENV) is not None:
+        key, where = env[API_KEY_ENV].strip(), f"environment {API_KEY_ENV}"
+    elif env.get(API_KEY_FILE_ENV):
+        path = Path(env[API_KEY_FILE_ENV])
+        where = f"{API_KEY_FILE_ENV}={path}"
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot read the API key file: {e.strerror}") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{where}: the API key file is not UTF-8 text") from e
+    else:
+        return None
+    if not key:
+        raise ConfigError(f"{where}: the API key is empty (unset the variable to run without a key)")
+    if not key.isascii() or not key.isprintable():
+        raise ConfigError(f"{where}: the API key must be printable ASCII (it travels in an HTTP header)")
+    return key
 
 
 def resolve_config_path(cli_value: str | os.PathLike | None = None) -> Path:

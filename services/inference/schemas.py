@@ -4,13 +4,16 @@ A reading accepts snake_case names (`torque_nm`) and the data set's own column n
 Numbers are strict (no strings, no booleans), finite (NaN and Infinity, JSON literals included, are
 refused) and inside the physical ranges of `deployment.input_ranges`; the product type is L, M or H.
 The reading model is built per app from the configured ranges, so the OpenAPI schema documents them.
+A feedback label is the JSON number 0 or 1 (1.0 is 1, as JSON Schema's `integer` says).
+The documented refusals (BODY_RESPONSES, NO_MODEL, UNAUTHORIZED, BUSY) are declared here once; the routes
+name them, so the document lists every status a route can answer (docs/CONTRACTS.md, "HTTP API").
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
 from shared.features import FIELD_ALIASES, NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
@@ -73,6 +76,13 @@ def batch_model(reading: type[BaseModel], max_rows: int) -> type[BaseModel]:
     )
 
 
+def _integral(value: Any) -> Any:
+    """1.0 -> 1: JSON has one number type, and JSON Schema's `integer` counts 1.0 as an integer."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 class Feedback(BaseModel):
     """The true outcome for an earlier prediction, arriving later."""
 
@@ -80,7 +90,12 @@ class Feedback(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"request_id": "3f9a0c1e2b7d4a65-0000001", "label": 1}]}
     )
     request_id: str = Field(pattern=REQUEST_ID_PATTERN, description="request_id of the prediction this label is for")
-    label: int = Field(strict=True, ge=0, le=1, description="1 if the machine failed, else 0")
+    label: Annotated[int, BeforeValidator(_integral)] = Field(
+        strict=True,
+        ge=0,
+        le=1,
+        description="1 if the machine failed, else 0 (a JSON number: 1.0 is 1; strings and booleans are refused)",
+    )
 
 
 class Prediction(BaseModel):
@@ -120,12 +135,40 @@ class ErrorBody(BaseModel):
     errors: list[FieldError] = Field(default_factory=list)
 
 
+Responses = dict[int | str, dict[str, Any]]
+
+
+def _error(description: str, **extra: Any) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description, **extra}
+
+
+def _header(description: str, kind: str = "string") -> dict[str, Any]:
+    return {"description": description, "schema": {"type": kind}}
+
+
 # The refusals documented on the routes that take a body (routing.parse and Service.model raise them).
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Malformed JSON"},
-    413: {"model": ErrorBody, "description": "Body or batch over the configured limit"},
-    422: {"model": ErrorBody, "description": "A field is missing, of the wrong type, not finite or out of range"},
-    503: {"model": ErrorBody, "description": "No model is loaded yet"},
+BODY_RESPONSES: Responses = {
+    400: _error("Malformed JSON, or a Content-Length that is not a number"),
+    408: _error(
+        "The body did not arrive within security.body_read_timeout_s (the connection is closed)",
+        headers={"Connection": _header("close")},
+    ),
+    413: _error("Body over deployment.max_body_bytes"),
+    415: _error("Content-Type is not application/json"),
+    422: _error("A field is missing, of the wrong type, not finite or out of range, or too many readings"),
+}
+NO_MODEL: Responses = {503: _error("No model is loaded yet")}
+UNAUTHORIZED: Responses = {
+    401: _error(
+        "No API key, or a wrong one (send it as `X-API-Key: <key>` or `Authorization: Bearer <key>`)",
+        headers={"WWW-Authenticate": _header('Bearer realm="clockwork"')},
+    )
+}
+BUSY: Responses = {
+    429: _error(
+        "Too many lineage lookups running or waiting (security.lineage_concurrency, security.lineage_waiting)",
+        headers={"Retry-After": _header("seconds to wait before asking again", "integer")},
+    )
 }
 
 
@@ -186,20 +229,26 @@ def _reason(err: ErrorDetails) -> str:
 
 
 class BadRequest(Exception):
-    """A request the service refuses: status code, one-line detail, per-field errors."""
+    """A request the service refuses: status code, one-line detail, per-field errors, extra response headers."""
 
-    def __init__(self, status: int, detail: str, errors: list[dict] | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str, errors: list[dict] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.errors = errors or []
+        self.headers = headers
 
     def body(self) -> dict:
         return {"detail": self.detail, "errors": self.errors}
 
 
 def explain(e: ValidationError) -> BadRequest:
-    """A pydantic error -> 400 (not JSON) or 422 (JSON, wrong content) naming every field and reason."""
+    """A pydantic error -> 400 (not JSON) or 422 (JSON, wrong content) naming every field and reason.
+
+    Too many readings is a 422 like any other violation of the documented schema (its maxItems), not a 413:
+    413 is for a body over deployment.max_body_bytes, which no schema states."""
     errs = e.errors(include_url=False)
     if errs and errs[0]["type"] == "json_invalid":
         return BadRequest(
@@ -212,5 +261,4 @@ def explain(e: ValidationError) -> BadRequest:
         items[0]["reason"] = "the body must be a JSON object"
     shown = "; ".join(f"{i['field']}: {i['reason']}" for i in items[:5])
     more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-    too_many = any(i["type"] == "too_long" and i["field"] == "readings" for i in items)
-    return BadRequest(413 if too_many else 422, f"invalid input: {shown}{more}", items)
+    return BadRequest(422, f"invalid input: {shown}{more}", items)

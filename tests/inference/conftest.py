@@ -20,7 +20,7 @@ def client(served):
 
     from services.inference.app import create_app
 
-    with TestClient(create_app(served, instance_id="test-1")) as c:
+    with TestClient(create_app(served, instance_id="test-1", api_key=None)) as c:
         yield c
 
 
@@ -28,5 +28,5 @@ def client(served):
 def live(served):
     from services.inference.app import create_app
 
-    with LiveServer(create_app(served, instance_id="live-1")) as server:
+    with LiveServer(create_app(served, instance_id="live-1", api_key=None)) as server:
         yield server

@@ -188,10 +188,11 @@ def test_batch_predicts_each_row_with_its_own_request_id(client):
         assert logged[p["request_id"]]["probability"] == p["failure_probability"]
 
 
-def test_batch_over_max_rows_is_refused(client, served):
+def test_batch_over_max_rows_is_refused_as_a_schema_violation(client, served):
+    """422, not 413: maxItems is in the document; 413 is for a body over max_body_bytes (docs/CONTRACTS.md)."""
     n = served.deployment.max_batch_rows + 1
     r = client.post("/predict/batch", json={"readings": [SNAKE] * n})
-    assert r.status_code == 413
+    assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "readings"
     assert "max_batch_rows" in r.json()["detail"]
 
@@ -341,3 +342,40 @@ def test_lineage_route_shows_the_chain_of_a_prediction(client, served):
     assert missing.status_code == 404 and "no-such-request" in missing.json()["detail"]
     bad = client.get("/lineage/" + "x" * 200)
     assert bad.status_code == 422 and "request_id" in bad.json()["detail"]
+
+
+def test_a_label_of_1_0_is_the_integer_1_and_strings_or_booleans_are_refused(client):
+    """JSON Schema counts 1.0 as an integer, so the service does: it is recorded as 1."""
+    svc = client.app.state.service
+    r = client.post("/feedback", json={"request_id": "abc-0000001", "label": 1.0})
+    assert r.status_code == 200 and r.json()["label"] == 1
+    assert lines(svc.feedback_log_path)[-1]["label"] == 1 and isinstance(lines(svc.feedback_log_path)[-1]["label"], int)
+    for bad in ("1", True, 0.5, 2.0):
+        assert client.post("/feedback", json={"request_id": "abc-0000001", "label": bad}).status_code == 422, bad
+
+
+def test_a_wrong_method_is_405_with_allow(client):
+    r = client.request("TRACE", "/predict")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert client.delete("/lineage/abc").headers["allow"] == "GET"
+
+
+def test_the_document_states_the_lineage_id_pattern(client):
+    doc = client.get("/openapi.json").json()
+    (param,) = doc["paths"]["/lineage/{request_id}"]["get"]["parameters"]
+    assert param["schema"]["pattern"] == r"^[A-Za-z0-9_.:-]{1,128}$"
+    assert "429" in doc["paths"]["/lineage/{request_id}"]["get"]["responses"]
+
+
+def test_the_api_key_comes_from_the_environment_or_a_secrets_file(tmp_path):
+    from shared.config import api_key_from_env
+    from shared.errors import ConfigError
+
+    assert api_key_from_env({}) is None
+    assert api_key_from_env({"CLOCKWORK_API_KEY": " k1 "}) == "k1"
+    secret = tmp_path / "key"
+    secret.write_text("k2\n")
+    assert api_key_from_env({"CLOCKWORK_API_KEY_FILE": str(secret)}) == "k2"
+    for env, why in (({"CLOCKWORK_API_KEY": ""}, "empty"), ({"CLOCKWORK_API_KEY_FILE": str(tmp_path / "no")}, "cannot")):
+        with pytest.raises(ConfigError, match=why):
+            api_key_from_env(env)

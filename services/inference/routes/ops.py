@@ -1,14 +1,18 @@
 """GET /health, /ready, /model, /lineage/{request_id}, /metrics: what operators and auditors ask.
 
 /metrics is the only route not counted in the request metrics (a scrape is not traffic).
-The lineage scan reads the logs: it runs in a worker thread so /predict never waits for it.
+A lineage lookup reads the logs: it runs in a worker thread, at most `security.lineage_concurrency` at once
+with `security.lineage_waiting` more queued behind them; any more is a fast 429 with Retry-After, so that
+clients looping on the audit route cannot starve /predict. It reads the audit trail: keyed when a key is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import orjson
+from fastapi import Path
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,9 +25,35 @@ from shared.features import RAW_COLUMNS
 from shared.lineage import lineage_json
 from shared.schemas import MESSAGE_ID_RE as REQUEST_ID_RE
 
+RequestId = Annotated[
+    str, Path(pattern=schemas.REQUEST_ID_PATTERN, description="request_id of a prediction (letters, digits, _.:-)")
+]
 
-def routes(svc: Service) -> list[DirectRoute]:
+
+class Bounded:
+    """At most `running` callers inside at once, `waiting` more queued; beyond that `busy()` refuses."""
+
+    def __init__(self, *, running: int, waiting: int, retry_after_s: int) -> None:
+        self.slots = asyncio.Semaphore(running)
+        self.limit = running + waiting
+        self.inside = 0
+        self.retry_after = str(retry_after_s)
+
+    def busy(self) -> BadRequest:
+        return BadRequest(
+            429,
+            f"lineage: {self.inside} lookups running or waiting, the most allowed (security.lineage_concurrency + "
+            f"security.lineage_waiting); retry after {self.retry_after}s",
+            headers={"Retry-After": self.retry_after},
+        )
+
+
+def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
     holder = svc.holder
+    sec = svc.settings.security
+    lookups = Bounded(
+        running=sec.lineage_concurrency, waiting=sec.lineage_waiting, retry_after_s=sec.lineage_retry_after_s
+    )
 
     async def health(request: Request) -> Response:
         return JSONBytes(orjson.dumps({"status": "ok", "instance_id": svc.instance_id}))
@@ -52,26 +82,32 @@ def routes(svc: Service) -> list[DirectRoute]:
         }
         return JSONBytes(orjson.dumps(body))
 
-    async def lineage_route(request: Request, request_id: str) -> Response:
+    async def lineage_route(request: Request, request_id: RequestId) -> Response:
         if not REQUEST_ID_RE.match(request_id):
             raise BadRequest(
                 422,
                 f"request_id: {request_id[:80]!r} is not a request id (letters, digits, _.:- ; 1-128)",
                 [{"field": "request_id", "reason": "invalid request id", "type": "value_error"}],
             )
+        if lookups.inside >= lookups.limit:
+            raise lookups.busy()
+        lookups.inside += 1
         try:
-            text = await asyncio.to_thread(lineage_json, svc.paths, request_id)
+            async with lookups.slots:
+                text = await asyncio.to_thread(lineage_json, svc.paths, request_id)
         except NotFoundError as e:
             raise BadRequest(404, str(e)) from e
         except ClockworkError as e:
             raise BadRequest(503, f"lineage unavailable: {e}") from e
+        finally:
+            lookups.inside -= 1
         return Response(text, media_type="application/json")
 
     async def prometheus(request: Request) -> Response:
         data, content_type = svc.metrics.exposition()
         return Response(data, media_type=content_type)
 
-    ops, no_model = ["ops"], {503: {"model": schemas.ErrorBody, "description": "No model loaded"}}
+    ops, no_model = ["ops"], schemas.NO_MODEL
     return [
         DirectRoute(
             "/health", health, count=svc.count, response_model=schemas.Health, tags=ops, summary="The process is alive"
@@ -98,6 +134,7 @@ def routes(svc: Service) -> list[DirectRoute]:
             "/lineage/{request_id}",
             lineage_route,
             count=svc.count,
+            key=key,
             tags=["audit"],
             response_class=Response,
             summary="From a prediction to its model, metrics, data version, manifest entries, raw file and commit",
@@ -105,6 +142,7 @@ def routes(svc: Service) -> list[DirectRoute]:
                 200: {"description": "The lineage chain (as `python -m services.monitor lineage` prints it)"},
                 404: {"model": schemas.ErrorBody, "description": "No prediction with this request_id"},
                 422: {"model": schemas.ErrorBody, "description": "Not a request_id"},
+                **schemas.BUSY,
                 503: {"model": schemas.ErrorBody, "description": "A file on the audit trail is damaged"},
             },
         ),

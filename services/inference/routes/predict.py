@@ -15,20 +15,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.inference import schemas
-from services.inference.routing import DirectRoute, JSONBytes, parse
+from services.inference.routing import BodyDeadlines, DirectRoute, JSONBytes, parse
 from services.inference.service import Service
 from shared.features import NUMERIC_FEATURES, TYPE_CODES
 
 
-def routes(svc: Service) -> list[DirectRoute]:
+def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
     Reading, Batch, limit, threshold = svc.Reading, svc.Batch, svc.max_body, svc.threshold
+    deadlines = BodyDeadlines(svc.settings.security.body_read_timeout_s)
     model = svc.model
     submit, record = svc.predictor.submit, svc.predictor.record
     codes = TYPE_CODES
     air, proc, speed, torque, wear = NUMERIC_FEATURES
 
     async def predict(request: Request) -> Response:
-        values = (await parse(request, Reading, limit)).__dict__
+        values = (await parse(request, Reading, limit, deadlines)).__dict__
         m = model()  # read once: this request is answered by exactly this version
         request_id, probability, label = await submit(
             m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]), values
@@ -43,7 +44,7 @@ def routes(svc: Service) -> list[DirectRoute]:
         return JSONBytes(orjson.dumps(body), 200, m.predict_route)
 
     async def predict_batch(request: Request) -> Response:
-        batch = await parse(request, Batch, limit)
+        batch = await parse(request, Batch, limit, deadlines)
         m = model()
         rows = [r.__dict__ for r in batch.readings]  # type: ignore[attr-defined] # a model built from config
         x = np.array(
@@ -66,8 +67,9 @@ def routes(svc: Service) -> list[DirectRoute]:
             methods=["POST"],
             body=Reading,
             count=svc.count,
+            key=key,
             response_model=schemas.Prediction,
-            responses=schemas.ERROR_RESPONSES,
+            responses={**schemas.BODY_RESPONSES, **schemas.NO_MODEL},
             summary="Failure probability of one reading",
             tags=["predict"],
             description="One reading in, the failure probability, the predicted label (probability >= threshold), "
@@ -79,11 +81,13 @@ def routes(svc: Service) -> list[DirectRoute]:
             methods=["POST"],
             body=Batch,
             count=svc.count,
+            key=key,
             response_model=schemas.BatchPrediction,
-            responses=schemas.ERROR_RESPONSES,
+            responses={**schemas.BODY_RESPONSES, **schemas.NO_MODEL},
             summary="Failure probabilities of many readings",
             tags=["predict"],
-            description=f"Up to {svc.settings.deployment.max_batch_rows} readings; "
-            "each row gets its own request_id and log record.",
+            description=f"Up to {svc.settings.deployment.max_batch_rows} readings (deployment.max_batch_rows); "
+            "each row gets its own request_id and log record. More readings than that is a 422 like any other "
+            "violation of this schema (its maxItems); 413 is only for a body over deployment.max_body_bytes.",
         ),
     ]
