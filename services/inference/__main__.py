@@ -35,7 +35,7 @@ from shared.paths import Paths
 
 log = logging.getLogger("services.inference")
 
-DRAIN_LINGER_S = 0.2  # idle keep-alive connections stay open this long into a drain (bounded by the grace)
+DRAIN_LINGER_S = 0.5  # idle keep-alive connections stay open this long into a drain (bounded by the grace)
 DEFAULT_GRACE_S = 10.0
 
 
