@@ -100,9 +100,11 @@ class DrainingServer(uvicorn.Server):
         log.info(
             "draining %d connection(s), %d request(s) within %.1fs", len(state.connections), len(state.tasks), grace
         )
-        for conn in list(state.connections):
-            conn.app = _closing(conn.app)  # a request that comes in from now on is the connection's last
-            cycle = conn.cycle
+        connections: list[Any] = list(state.connections)  # uvicorn's HTTP protocol objects
+        for conn in connections:
+            if hasattr(conn, "app"):
+                conn.app = _closing(conn.app)  # a request that comes in from now on is the connection's last
+            cycle = getattr(conn, "cycle", None)
             if cycle is not None and not cycle.response_complete:
                 cycle.keep_alive = False
         await asyncio.sleep(min(DRAIN_LINGER_S, grace))  # a request on the wire of an idle connection is read
@@ -122,7 +124,7 @@ class DrainingServer(uvicorn.Server):
             for task in list(state.tasks):
                 task.cancel(msg="drain grace exceeded")
             for conn in list(state.connections):
-                conn.transport.close()
+                conn.shutdown()
         else:
             log.info("drained: every request in flight was answered")
         if not self.force_exit:

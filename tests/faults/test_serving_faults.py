@@ -317,7 +317,7 @@ def test_sigterm_answers_and_logs_every_request_in_flight_then_exits_0(project):
         for conn, rest, _ in slow:
             conn.send(rest)
         answers = []
-        for conn, _, first in slow + [(idle, None, None)]:
+        for conn, _, _ in slow + [(idle, None, None)]:
             resp = conn.getresponse()
             answers.append((resp.status, resp.will_close, json.loads(resp.read())))
         for t in loops:
