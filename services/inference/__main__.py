@@ -132,9 +132,9 @@ class DrainingServer(uvicorn.Server):
 
     async def _serve(self, sockets=None) -> None:
         await super()._serve(sockets)
-        # A drained SIGTERM is a clean stop: exit 0 instead of uvicorn re-raising the signal to die by it.
-        if self.drained:
-            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+        # SIGTERM is the expected way to stop: the exit status says how the drain went (0 drained, 1 cut
+        # short), instead of uvicorn re-raising the signal to die by it.
+        self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 def serve(app, *, host: str, port: int, grace_s: float = DEFAULT_GRACE_S) -> bool:

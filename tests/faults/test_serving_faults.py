@@ -343,6 +343,20 @@ def test_sigterm_answers_and_logs_every_request_in_flight_then_exits_0(project):
     assert "drained: every request in flight was answered" in server.stderr()
 
 
+@pytest.mark.slow
+def test_a_drain_past_its_grace_is_cut_short_and_exits_1(project):
+    server = Inference(project, instance_id="drain-2", grace_s=1.0)
+    try:
+        conn, _rest, _ = half_sent(server, 0)  # its body never completes
+        started = time.monotonic()
+        code = server.terminate(server.grace_s + 5)
+        took = time.monotonic() - started
+    finally:
+        server.kill()
+    assert code == 1 and server.grace_s <= took < server.grace_s + 1.5
+    assert "drain incomplete after 1.0s (deployment.drain_grace_s): cancelling 1 request(s)" in server.stderr()
+
+
 def test_compose_gives_inference_more_time_to_stop_than_its_drain():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
