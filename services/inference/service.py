@@ -169,8 +169,11 @@ class Service:
         while True:
             await asyncio.sleep(interval)
             for f in self._logs:
-                if f.error is not None and await asyncio.to_thread(f.probe):
-                    f.recovered("a probe write succeeded")
+                try:
+                    if f.error is not None and await asyncio.to_thread(f.probe):
+                        f.recovered("a probe write succeeded")
+                except Exception:  # noqa: BLE001 - the prober must outlive any single bad probe
+                    log.exception("%s: probing %s failed; will try again", self.instance_id, f.path)
 
     async def stop(self) -> None:
         for task in self._tasks:
