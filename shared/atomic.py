@@ -3,6 +3,8 @@
 atomic_write_*: temp file in the same folder, fsync, rename, fsync of the folder.
 write_all: every byte of a buffer reaches the file (a short write, from a full disk or a signal, is
 finished or raises), the one loop every appender uses.
+append_whole: the same for a file's one writer that must never leave part of a record: a write that stops
+part-way is undone (truncated back) before the error is raised.
 append_bytes / append_line: an exclusive flock around writing whole lines, then fsync, so concurrent
 writers never interleave or lose a line.
 """
@@ -100,6 +102,52 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         if n <= 0:  # pragma: no cover - os.write raises rather than returning 0 on regular files
             raise OSError(f"write returned {n} with {len(view)} bytes left")
         view = view[n:]
+
+
+class TornAppend(OSError):
+    """An append that failed part-way and could not be undone: `size` is the length the file must be cut back
+    to before anything else is appended (None if even that could not be read)."""
+
+    def __init__(self, cause: OSError, size: int | None) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.size = size
+
+
+def append_whole(fd: int, data: bytes | memoryview) -> None:
+    """Append `data` to `fd` (opened O_APPEND, this process its only writer) whole, or not at all.
+
+    If a write stops part-way (ENOSPC, EIO, ...), the bytes this call wrote are truncated away and the
+    OSError is raised: the file is exactly as before, so no torn line and no line of a refused record stays,
+    and the next append starts on a line of its own. The success path costs what `write_all` costs. If the
+    undo fails too, `TornAppend` is raised instead (its `size`: where the file must end, see `cut_back`).
+    """
+    view = memoryview(data)
+    done = 0
+    try:
+        while view:
+            n = os.write(fd, view)
+            if n <= 0:  # pragma: no cover - os.write raises rather than returning 0 on regular files
+                raise OSError(f"write returned {n} with {len(view)} bytes left")
+            done += n
+            view = view[n:]
+    except OSError as e:
+        if not done:
+            raise
+        size = None
+        try:
+            size = os.fstat(fd).st_size - done
+            os.ftruncate(fd, size)
+        except OSError:
+            raise TornAppend(e, size) from e
+        raise
+
+
+def cut_back(fd: int, path: str | os.PathLike, size: int | None) -> None:
+    """Mend the tail a `TornAppend` left: truncate to `size`, or (size unknown) end the torn line with a newline."""
+    if size is not None:
+        os.ftruncate(fd, size)
+    else:
+        end_partial_line(fd, path)
 
 
 def end_partial_line(fd: int, path: str | os.PathLike) -> bool:

@@ -132,6 +132,7 @@ class DeploymentConfig(_Strict):
     max_batch_rows: PosInt
     max_body_bytes: PosInt
     reload_interval_s: PosFloat
+    drain_grace_s: PosFloat
     coalesce: CoalesceConfig
     deployment_log: RelPath
     prediction_log_dir: RelPath

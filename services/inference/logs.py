@@ -10,11 +10,20 @@ machine loses the last seconds, which the monitor tolerates).
 fields as `shared.schemas.PredictionRecord.to_line()` / `FeedbackRecord.to_line()` (sorted keys, compact
 JSON), built with orjson because the pydantic round trip costs more than the model (tests/inference/test_logs.py
 holds them to the schema).
+
+An append lands whole or not at all (`shared.atomic.append_whole`): when the disk is full or the file
+system fails, the bytes of the failed append are truncated away (not closed with a newline: they belong to
+records whose clients are told 503, and a batch's partial write can hold whole lines of them), and
+`LogUnavailable` (a 503 refusal naming the cause, e.g. "prediction log not writable: No space left on
+device") is raised. The log then reports `error` (what /ready shows) until an append or a `probe` (a
+small file written and removed beside the log) succeeds. A tail that could not be undone is mended before
+the next append, or every append is refused: nothing is ever appended to a torn line.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import re
 import secrets
@@ -25,12 +34,16 @@ from pathlib import Path
 
 import orjson
 
-from shared.atomic import end_partial_line, write_all
+from services.inference.schemas import BadRequest
+from shared.atomic import TornAppend, append_whole, cut_back, end_partial_line, write_all
 from shared.errors import ClockworkError
+
+log = logging.getLogger(__name__)
 
 INSTANCE_ENV = "CLOCKWORK_INSTANCE_ID"
 INSTANCE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 LINE_OPTS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+PROBE_BYTES = 16384  # what a probe must be able to write before a failed log counts as writable again
 
 
 def default_instance_id() -> str:
@@ -73,8 +86,17 @@ class RequestIds:
         return f"{self.prefix}-{self.n:07x}"
 
 
+class LogUnavailable(BadRequest):
+    """A record the log could not take (disk full, I/O error): nothing of it is in the file; answered 503."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, detail)
+
+
 class RecordLog:
     """An append-only JSONL file this process alone writes (enforced with a flock)."""
+
+    what = "log"  # how refusals and /ready name it
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
@@ -89,14 +111,70 @@ class RecordLog:
                 f"instance id ({INSTANCE_ENV})"
             ) from None
         self._terminate_partial_line()
+        self.error: str | None = None  # why appends fail now (None: writable), shown by /ready
+        self.failed_at = 0.0  # time.time() of the first failure of the current outage
+        self.failures = 0  # appends that failed (each undone), for /metrics
+        self.refused = 0  # records in them, whose clients were answered 503
+        self.torn = False  # a failed append could not be undone: mend the tail before the next append
+        self.torn_size: int | None = None  # where the file must end then (None: unknown, end the line)
 
     def _terminate_partial_line(self) -> None:
-        """A previous process that died mid-write may have left a line without its newline: end it."""
+        """A previous process that died mid-write may have left a line without its newline: end it.
+
+        Ended, not cut: after a crash nobody knows which records of that write were answered, and the torn
+        bytes stay as evidence (the monitor counts such a line as malformed)."""
         end_partial_line(self.fd, self.path)
 
-    def write(self, data: bytes) -> None:
-        """Append whole lines (data ends with a newline); a short write is finished (shared.atomic.write_all)."""
-        write_all(self.fd, data)
+    def write(self, data: bytes, records: int = 1) -> None:
+        """Append whole lines (`records` of them) whole or not at all; LogUnavailable (503) if not."""
+        if self.torn:
+            self._mend(records)
+        try:
+            append_whole(self.fd, data)
+        except OSError as e:
+            self._failed(e, records)
+        if self.error is not None:
+            self.recovered("an append succeeded")
+
+    def _failed(self, e: OSError, records: int) -> None:
+        self.failures += 1
+        self.refused += records
+        if isinstance(e, TornAppend):
+            self.torn, self.torn_size = True, e.size
+        if self.error is None:
+            self.error = f"{self.what} not writable: {e.strerror or e}"
+            self.failed_at = time.time()
+            log.error("%s: %s (%s); answering 503 until it is writable again", self.path, self.error, type(e).__name__)
+        raise LogUnavailable(self.error) from e
+
+    def _mend(self, records: int) -> None:
+        try:
+            cut_back(self.fd, self.path, self.torn_size)
+        except OSError as e:
+            self._failed(e, records)
+        log.warning("%s: mended the tail a failed append left (cut back to %s)", self.path, self.torn_size)
+        self.torn = False
+
+    def recovered(self, how: str) -> None:
+        """Writable again (`how`: what showed it); called on the event loop thread."""
+        if self.error is not None:
+            log.warning("%s: writable again (%s) after %.1fs", self.path, how, time.time() - self.failed_at)
+            self.error = None
+
+    def probe(self, size: int = PROBE_BYTES) -> bool:
+        """Can this log's file system take `size` bytes? A file beside the log is written and removed (never
+        the log itself: a reader could see the bytes). Blocking; True if it could. Does not change `error`."""
+        probe = self.path.with_name(f".{self.path.name}.probe")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                write_all(fd, bytes(size))
+            finally:
+                os.close(fd)
+                probe.unlink()
+        except OSError:
+            return False
+        return True
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -106,6 +184,8 @@ class RecordLog:
 
 class PredictionLog(RecordLog):
     """This instance's prediction log (`Paths.prediction_log(instance_id)`), lines of `PredictionRecord`."""
+
+    what = "prediction log"
 
     def append(
         self, time: str, model_version: str, threshold: float, inputs: list[dict], results: list[tuple[str, float, int]]
@@ -128,11 +208,16 @@ class PredictionLog(RecordLog):
             )
             for values, (request_id, probability, label) in zip(inputs, results, strict=True)
         ]
-        self.write(lines[0] if len(lines) == 1 else b"".join(lines))
+        if len(lines) == 1:
+            self.write(lines[0])
+        else:
+            self.write(b"".join(lines), len(lines))
 
 
 class FeedbackLog(RecordLog):
     """This instance's feedback log (`Paths.feedback_log(instance_id)`), lines of `FeedbackRecord`."""
+
+    what = "feedback log"
 
     def append(self, time: str, request_id: str, label: int) -> None:
         self.write(orjson.dumps({"time": time, "request_id": request_id, "label": label}, option=LINE_OPTS))

@@ -14,6 +14,10 @@ request runs its own one-row call inline), for comparison in the benchmark.
 
 Rows are grouped by the ServingModel each request read from the holder, so a swap in between never
 mixes versions: every response and every record names the model that computed it.
+
+A batch whose log write fails (disk full) wrote nothing (logs.py undoes a partial write): every waiter of
+it gets its own `LogUnavailable` (503 naming the cause), none a result. A batch being assembled when the
+service stops runs on the next loop iterations like any other (the drain waits for it; `flush` at stop).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import asyncio
 import numpy as np
 
 from services.inference.holder import ServingModel
-from services.inference.logs import PredictionLog, RequestIds, UtcClock
+from services.inference.logs import LogUnavailable, PredictionLog, RequestIds, UtcClock
 from services.inference.metrics import Metrics
 
 
@@ -113,10 +117,10 @@ class Predictor:
             else:
                 probabilities = model.predict_many(np.array([item[1] for item in items], dtype=np.float32)).tolist()
             results = self.record(model, [item[2] for item in items], probabilities, route=model.predict_route)
-        except Exception as e:  # noqa: BLE001 - handed to each waiting request, which answers a JSON 500
+        except Exception as e:  # noqa: BLE001 - handed to each waiting request: a 503 (log) or a JSON 500 (a bug)
             for item in items:
-                if not item[3].done():
-                    item[3].set_exception(e)
+                if not item[3].done():  # each its own refusal: one exception raised in many tasks would share state
+                    item[3].set_exception(LogUnavailable(e.detail) if isinstance(e, LogUnavailable) else e)
             return
         metrics = self.metrics
         metrics.onnx_runs += 1

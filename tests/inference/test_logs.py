@@ -58,3 +58,84 @@ def test_a_second_writer_is_refused_and_a_torn_line_is_ended(tmp_path):
     first.close()
     lines = path.read_text().splitlines()
     assert lines[0] == '{"torn": ' and PredictionRecord.model_validate_json(lines[1]).request_id == "a-1"
+
+
+class DiskFills:
+    """os.write that lets `room` more bytes through, then fails with ENOSPC (a short write first, like a real
+    full disk); `room=None` lets everything through again."""
+
+    def __init__(self, monkeypatch, room: int | None) -> None:
+        import os as real_os
+
+        self.room = room
+        self.real = real_os.write
+        monkeypatch.setattr("shared.atomic.os.write", self.write)
+
+    def write(self, fd, data):
+        import errno
+
+        if self.room is None:
+            return self.real(fd, data)
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = self.real(fd, bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+
+def test_a_failed_append_leaves_nothing_is_a_503_and_the_log_recovers(tmp_path, monkeypatch):
+    from services.inference.logs import LogUnavailable
+
+    path = tmp_path / "p.jsonl"
+    log = PredictionLog(path)
+    log.append("t", "v1", 0.5, [INPUTS], [("a-1", 0.1, 0)])
+    before = path.read_bytes()
+    disk = DiskFills(monkeypatch, room=len(before) + 30)  # a whole line of the batch and part of the next
+    with pytest.raises(LogUnavailable) as refused:
+        log.append("t", "v1", 0.5, [INPUTS] * 3, [("b-1", 0.1, 0), ("b-2", 0.2, 0), ("b-3", 0.3, 0)])
+    assert refused.value.status == 503
+    assert refused.value.detail == "prediction log not writable: No space left on device"
+    assert path.read_bytes() == before  # no torn line, and no whole line of a refused record
+    assert (log.error, log.failures, log.refused) == (refused.value.detail, 1, 3)
+    with pytest.raises(LogUnavailable):  # still full: refused again, still nothing written
+        log.append("t", "v1", 0.5, [INPUTS], [("c-1", 0.1, 0)])
+    assert path.read_bytes() == before and (log.failures, log.refused) == (2, 4)
+    disk.room = None  # space is back: the next append lands and the log is writable again
+    log.append("t", "v1", 0.5, [INPUTS], [("d-1", 0.1, 0)])
+    log.close()
+    assert log.error is None
+    ids = [PredictionRecord.model_validate_json(line).request_id for line in path.read_text().splitlines()]
+    assert ids == ["a-1", "d-1"]
+
+
+def test_an_append_that_cannot_be_undone_is_mended_before_the_next(tmp_path, monkeypatch):
+    from services.inference.logs import LogUnavailable
+
+    path = tmp_path / "f.jsonl"
+    log = FeedbackLog(path)
+    log.append("t", "a-1", 1)
+    before = path.read_bytes()
+    disk = DiskFills(monkeypatch, room=10)
+
+    def no_truncate(fd, size):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("shared.atomic.os.ftruncate", no_truncate)
+    with pytest.raises(LogUnavailable, match="feedback log not writable: No space left on device"):
+        log.append("t", "a-2", 0)
+    assert log.torn and len(path.read_bytes()) == len(before) + 10  # the torn bytes are still there
+    monkeypatch.undo()
+    disk.room = None
+    log.append("t", "a-3", 0)  # cut back first, then appended on a line of its own
+    log.close()
+    assert not log.torn and log.error is None
+    assert [FeedbackRecord.model_validate_json(x).request_id for x in path.read_text().splitlines()] == ["a-1", "a-3"]
+
+
+def test_a_probe_writes_beside_the_log_and_leaves_nothing(tmp_path):
+    log = PredictionLog(tmp_path / "p.jsonl")
+    assert log.probe() is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl"] and (tmp_path / "p.jsonl").read_bytes() == b""
+    (tmp_path / ".p.jsonl.probe").mkdir()  # a probe that cannot be written says so
+    assert log.probe() is False
+    log.close()

@@ -138,3 +138,43 @@ def test_inline_mode_runs_each_row_at_once(models, tmp_path):
     _, prob, _ = asyncio.run(main())
     assert prob == pytest.approx(expected(m["v1"], ROWS[1]), abs=1e-7)
     assert metrics.onnx_runs == 1
+
+
+def test_a_batch_whose_log_write_fails_answers_every_waiter_503_and_logs_none(models, tmp_path, monkeypatch):
+    import errno
+
+    from services.inference.logs import LogUnavailable
+
+    metrics, m = models
+    p = make(metrics, tmp_path)
+    real_write, calls = __import__("os").write, []
+
+    def full_after_one_line(fd, data):  # a short write (one line and a bit), then ENOSPC
+        calls.append(len(data))
+        if len(calls) == 1:
+            first = bytes(data).index(b"\n") + 5
+            return real_write(fd, bytes(data[:first]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("shared.atomic.os.write", full_after_one_line)
+
+    async def main():
+        p.loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(p.submit(m["v1"], row, inputs(row)) for row in ROWS * 3), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert len(calls) == 2  # one batch, one write that failed part-way
+    assert all(isinstance(r, LogUnavailable) and r.status == 503 for r in results)
+    assert len({id(r) for r in results}) == 9  # each waiter its own refusal
+    assert results[0].detail == "prediction log not writable: No space left on device"
+    assert (tmp_path / "p.jsonl").read_bytes() == b""  # the line that landed was undone with the rest
+    assert (p.log.failures, p.log.refused) == (1, 9) and m["v1"].predict_route.predicted == [0, 0]
+    monkeypatch.undo()
+
+    async def again():
+        p.loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(p.submit(m["v1"], row, inputs(row)) for row in ROWS))
+
+    ok = asyncio.run(again())
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [x["request_id"] for x in lines] == [r[0] for r in ok] and p.log.error is None

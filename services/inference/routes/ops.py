@@ -60,15 +60,16 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
 
     async def ready(request: Request) -> Response:
         current = holder.current
+        ok, detail = svc.readiness()  # a model, writable logs, not draining
         body = {
-            "ready": current is not None,
+            "ready": ok,
             "model_version": current.version if current else None,
             "pinned_version": holder.pinned,
-            "detail": holder.detail(),
+            "detail": detail,
             "last_swap_failure": holder.last_failure,
             "config_error": holder.config_error,
         }
-        return JSONBytes(orjson.dumps(body), 200 if current else 503)
+        return JSONBytes(orjson.dumps(body), 200 if ok else 503)
 
     async def model_info(request: Request) -> Response:
         current = svc.model()
