@@ -193,11 +193,15 @@ class Answer:
 
 
 class Load:
-    """Client threads posting /predict in a loop over keep-alive connections; every answer is kept."""
+    """Client threads posting /predict in a loop over keep-alive connections; every answer is kept.
 
-    def __init__(self, url: str, threads: int = 2, reading: dict | None = None) -> None:
+    `rate` (requests per second over all threads) paces the clients; None sends as fast as answers come.
+    """
+
+    def __init__(self, url: str, threads: int = 2, reading: dict | None = None, rate: float | None = None) -> None:
         self.url = url
         self.reading = reading or READING
+        self.pause = threads / rate if rate else 0.0
         self.stop_event = threading.Event()
         self.results: list[list[Answer]] = [[] for _ in range(threads)]
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
@@ -212,6 +216,8 @@ class Load:
                     out.append(Answer(r.status_code, body.get("model_version"), body.get("request_id")))
                 except Exception as e:  # noqa: BLE001 - a failed request is what the ledger counts
                     out.append(Answer(-1, None, None, repr(e)))
+                if self.pause:
+                    self.stop_event.wait(self.pause)
 
     def __enter__(self) -> Load:
         for t in self.threads:
