@@ -21,6 +21,7 @@ import redis
 
 from shared.config import Settings
 from shared.paths import Paths
+from shared.registry import Registry
 from tests.conftest import ROOT, RedisServer, free_port, wait_for
 
 READING = {
@@ -262,3 +263,13 @@ def logged_predictions(paths: Paths, instance_id: str) -> list[dict]:
 
 def versions_of(records: list[dict]) -> Counter:
     return Counter(r["model_version"] for r in records)
+
+
+# --- the registry ----------------------------------------------------------------------------------------
+def models_per_message(registry: Registry) -> dict[str, list[str]]:
+    """message id -> the versions registered for it (one each, or a message was trained twice)."""
+    out: dict[str, list[str]] = {}
+    for version in registry.versions():
+        mid = (registry.metadata(version).get("trigger") or {}).get("message_id")
+        out.setdefault(mid, []).append(version)
+    return out

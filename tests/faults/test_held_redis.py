@@ -23,7 +23,7 @@ from shared.queue import DONE, RetrainQueue
 from shared.registry import Registry
 from shared.schemas import RetrainMessage
 from tests.conftest import wait_for
-from tests.faults.helpers import Inference, Ledger, Load, Proc, logged_predictions, service_env
+from tests.faults.helpers import Inference, Ledger, Load, Proc, logged_predictions, models_per_message, service_env
 from tests.trainer.helpers import with_config
 
 pytestmark = pytest.mark.slow
@@ -32,15 +32,6 @@ MESSAGES = 6
 # Paced traffic the monitor keeps up with (at ~100/s and more its cycles stop ending: see the xfail below).
 LOAD_RATE = 40.0
 DRIFT_MIN_SAMPLES = 60
-
-
-def models_per_message(registry: Registry) -> dict[str, list[str]]:
-    """message id -> the versions registered for it (one each, or a message was trained twice)."""
-    out: dict[str, list[str]] = {}
-    for version in registry.versions():
-        mid = (registry.metadata(version).get("trigger") or {}).get("message_id")
-        out.setdefault(mid, []).append(version)
-    return out
 
 
 def test_redis_killed_with_the_retrain_queue_full_loses_and_repeats_nothing(retrain_project, own_redis, tmp_path):
