@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings, load_settings
-from shared.paths import Paths
 from tests.conftest import registered_project
 from tests.faults.helpers import PersistentRedis
 from tests.trainer.helpers import with_config
@@ -49,7 +48,3 @@ def own_redis(tmp_path):
     server.start()
     yield server
     server.kill()
-
-
-def paths_of(settings: Settings) -> Paths:
-    return Paths.from_settings(settings)

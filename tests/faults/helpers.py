@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,10 +258,6 @@ def logged_predictions(paths: Paths, instance_id: str) -> list[dict]:
         return []
     data = path.read_bytes()
     return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
-
-
-def versions_of(records: list[dict]) -> Counter:
-    return Counter(r["model_version"] for r in records)
 
 
 # --- the registry ----------------------------------------------------------------------------------------

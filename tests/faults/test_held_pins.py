@@ -1,15 +1,14 @@
-"""Fault scenarios 3 and 4: bad pins and pin flips, on a real `python -m services.inference` under load.
+"""Fault scenario 3: bad pins, on a real `python -m services.inference` under load.
 
-3. A pin to a version that must not be served (one case per kind): the running service keeps serving the
-   old model with zero failed requests, answered = logged, and the refusal is written down (a
-   `swap_failed` row naming the cause) and shown (/ready, /metrics).
-4. The pin flips v1 -> v2 -> v1 ... under load: zero failed requests, answered = logged, every logged record
-   names the version that answered it, one `swap` row per flip.
+A pin to a version that must not be served (one case per kind, all on one running service): it keeps serving
+the old model with zero failed requests and answered = logged. A well-formed pin to an unservable version is
+refused by the swap: a `swap_failed` row naming the cause, /ready `last_swap_failure`, the swap-failure
+counter. A pin that is no version name makes config.yaml invalid and is refused with it: /ready
+`config_error`, the config-error counter, and (so far) no deployment row: the strict xfail below.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import shutil
@@ -22,13 +21,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from shared import deploylog, pin
+from shared import deploylog
 from shared.atomic import atomic_write_bytes, sha256_bytes
 from shared.config import load_settings
 from shared.paths import Paths
 from shared.registry import metadata_json
 from tests.conftest import wait_for
-from tests.faults.helpers import Inference, Ledger, Load, logged_predictions, service_env
+from tests.faults.helpers import Inference, Ledger, Load, logged_predictions
 from tests.trainer.helpers import with_config
 
 pytestmark = pytest.mark.slow
@@ -282,57 +281,3 @@ def _wait_refused(service: Inference, version: str) -> dict:
         return r if failure.get("version") == version or r.get("config_error") else None
 
     return wait_for(refused, 15.0, what=f"the pin {version!r} to be refused")
-
-
-def test_pin_flips_under_load_fail_nothing_and_every_record_names_its_version(served, tmp_path):
-    paths = Paths.from_settings(served)
-    service = Inference(served, "flip-1", log=tmp_path / "inference.log", env=service_env())
-    flips = ["v2", "v1", "v2", "v1", "v2", "v1"]
-    try:
-        service.ready()
-        with Load(service.url, threads=3) as load:
-            load.wait_more(50)
-            for target in flips:
-                pin.set_pin(served.config_path, target, paths=paths, actor="flip-test")
-                # Every client has been answered by the new version: the swap is complete.
-                _wait_all_clients_on(load, target)
-                load.wait_more(40)
-    finally:
-        service.kill()
-    answers = load.all
-    logged = {r["request_id"]: r for r in logged_predictions(paths, "flip-1")}
-    rows = deploylog.read_rows(paths)
-    swaps = [r for r in rows if r["event"] == "swap" and r["instance_id"] == "flip-1"]
-    mismatched = [a for a in load.answered if logged.get(a.request_id, {}).get("model_version") != a.version]
-    changes_per_client = [sum(x.version != y.version for x, y in itertools.pairwise(r)) for r in load.results]
-    ledger = Ledger(
-        "pin flips",
-        counts={
-            "flips": len(flips),
-            "sent": len(answers),
-            "answered": len(load.answered),
-            "failed": len(load.failed),
-            "logged": len(logged),
-            "answered_not_logged_as_answered": len(mismatched),
-            "swap_rows": len(swaps),
-            "promote_rows": sum(r["event"] == "promote" for r in rows),
-            "most_version_changes_seen_by_one_client": max(changes_per_client),
-        },
-    )
-    ledger.zero("failed", "answered_not_logged_as_answered")
-    ledger.balance("sent", "answered")
-    ledger.balance("answered", "logged")
-    ledger.balance("flips", "swap_rows")
-    ledger.balance("flips", "promote_rows")
-    # A client never sees the old version after the new one: at most one change per flip.
-    ledger.balance("flips", "most_version_changes_seen_by_one_client")
-    expected = list(zip(flips, ["v1", *flips[:-1]], strict=True))
-    assert [(r["version"], r["previous_version"]) for r in swaps] == expected, swaps
-    assert {a.version for a in load.answered} == {"v1", "v2"}
-
-
-def _wait_all_clients_on(load: Load, version: str) -> None:
-    def on():
-        return all(r and r[-1].version == version for r in load.results)
-
-    wait_for(on, 15.0, what=f"every client answered by {version}")
