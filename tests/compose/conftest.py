@@ -185,10 +185,14 @@ def logged_request_ids(dest: Path) -> dict[str, list[str]]:
 
 class Traffic:
     """Threads that POST /predict through nginx on kept-alive connections until stopped, recording every
-    outcome: (start time, HTTP status or the exception's name, model_version or '', request_id or '')."""
+    outcome: (start time, HTTP status or the exception's name, model_version or '', request_id or '').
+    keep_alive=False opens a connection per request: an nginx reload (deploy/nginx/run.sh, when replica
+    addresses change) closes idle client connections, and a client sending on one at that instant gets no
+    answer; that is the client's side of a reload, not a failed upstream (docs/scaling.md)."""
 
-    def __init__(self, url: str, *, threads: int = 2) -> None:
+    def __init__(self, url: str, *, threads: int = 2, keep_alive: bool = True) -> None:
         self.url = url
+        self.headers = {} if keep_alive else {"Connection": "close"}
         self.results: list[tuple[float, int | str, str, str]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(threads)]
@@ -198,7 +202,7 @@ class Traffic:
         while not self._stop.is_set():
             started = time.time()
             try:
-                r = session.post(f"{self.url}/predict", json=READING, timeout=10)
+                r = session.post(f"{self.url}/predict", json=READING, headers=self.headers, timeout=10)
                 body = r.json() if r.status_code == 200 else {}
                 self.results.append((started, r.status_code, body.get("model_version", ""), body.get("request_id", "")))
             except (requests.RequestException, ValueError) as e:

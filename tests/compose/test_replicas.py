@@ -61,7 +61,8 @@ def test_a_replica_added_is_found_and_one_removed_costs_no_request(stack):
     def scale(n: int) -> None:
         run("up", "-d", "--no-deps", "--no-recreate", "--scale", f"inference={n}", "inference", timeout=300)
 
-    with Traffic(url) as traffic:
+    # A connection per request: nginx reloads when the addresses change (see Traffic).
+    with Traffic(url, keep_alive=False) as traffic:
         scale(REPLICAS + 1)
         added = wait_for(
             lambda: (set(replica_instances(run, dest).values()) - old - {""}) or None, 120, "a third replica", log
