@@ -75,3 +75,20 @@ def test_a_replica_added_is_found_and_one_removed_costs_no_request(stack):
         time.sleep(8)  # past the next DNS check and nginx reload
     assert traffic.results and not traffic.failures(), traffic.failures()
     assert set(replica_instances(run, dest).values()) == old
+
+
+def test_the_monitors_replay_and_the_smoke_test_go_through_nginx(stack):
+    run, dest = stack["run"], stack["dest"]
+    before = sum(len(ids) for ids in logged_request_ids(dest).values())
+    # The monitor's replay URL is nginx's (CLOCKWORK_REPLAY_URL in docker-compose.yml): no --url here.
+    replay = run(
+        "exec", "-T", "monitor", "python3", "-m", "services.monitor", "replay",
+        "--dataset", "natural", "--limit", "40", "--rate", "200", "--no-progress",
+        check=False,
+    )  # fmt: skip
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert sum(len(ids) for ids in logged_request_ids(dest).values()) >= before + 40
+    smoke = run(
+        "exec", "-T", "monitor", "python3", "-m", "services.inference.smoke", "--url", "http://nginx:8080", check=False
+    )  # fmt: skip
+    assert smoke.returncode == 0, smoke.stdout + smoke.stderr
