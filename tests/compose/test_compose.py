@@ -1,154 +1,33 @@
 """docker compose end to end, as a user would: up, curl /predict, push a retrain message, see a new version,
-edit the pin on the host and see the served version swap without a restart, down. And what the stack must not
-leave open: the Redis password is generated into a git-ignored 0600 file, no long-lived process runs as root,
-what the services write belongs to the project folder's owner, Redis refuses a client without the password.
-
-Runs only when a Docker engine answers (../shared/tools/docker-sandbox gives one on these machines).
-The project is copied to a temporary folder so the repository's own volume is untouched; run as root, the copy
-is given to an unprivileged uid (PROJECT_UID) so that "files belong to the folder's owner" is tested for real.
+edit the pin on the host and see every replica swap without a restart and without a failed request, down. And
+what the stack must not leave open: the Redis password is generated into a git-ignored 0600 file, no long-lived
+process runs as root, what the services write belongs to the project folder's owner, Redis refuses a client
+without the password. The stack (tests/compose/conftest.py) serves through nginx in front of two replicas;
+tests/compose/test_replicas.py holds what is particular to the replicas.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
-from tests.conftest import ROOT, free_port
+from shared.schemas import parse_utc
+from tests.compose.conftest import READING, REPLICAS, Traffic, deployment_rows, head, replica_instances, wait_for
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
-# The owner of the copied project when the tests run as root (a typical first host user).
-PROJECT_UID = PROJECT_GID = 1000
 SECRET = Path(".secrets") / "redis_password"
-
-
-def _engine() -> bool:
-    if not shutil.which("docker"):
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
-
-
-def _compose_cmd() -> list[str] | None:
-    for cmd in (["docker", "compose"], ["docker-compose"]):
-        try:
-            if subprocess.run([*cmd, "version"], capture_output=True, timeout=20).returncode == 0:
-                return cmd
-        except (OSError, subprocess.SubprocessError):
-            continue
-    return None
-
-
-def _head() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-
-
-def _chown_tree(root: Path, uid: int, gid: int) -> None:
-    os.chown(root, uid, gid)
-    for folder, dirs, files in os.walk(root):
-        for name in dirs + files:
-            os.chown(os.path.join(folder, name), uid, gid, follow_symlinks=False)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    if not _engine() or _compose_cmd() is None:
-        pytest.skip("no Docker engine answers (run ../shared/tools/docker-sandbox)")
-    dest = tmp_path_factory.mktemp("compose") / "clockwork"
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    port = free_port()
-    project = f"cwtest{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "CLOCKWORK_PORT": str(port), "COMPOSE_PROJECT_NAME": project}
-    if (ROOT / ".git").is_dir():
-        shutil.copytree(ROOT / ".git", dest / ".git")
-    else:  # a git worktree: its .git is a pointer the image cannot follow; hand the commit over instead
-        env["GIT_COMMIT"] = _head()
-    if os.geteuid() == 0:
-        _chown_tree(dest.parent, PROJECT_UID, PROJECT_GID)
-    compose = [*_compose_cmd(), "-p", project]
-
-    def run(*args, timeout=600, check=True):
-        return subprocess.run(
-            [*compose, *args], cwd=dest, env=env, capture_output=True, text=True, timeout=timeout, check=check
-        )
-
-    up = subprocess.Popen(
-        [*compose, "up", "--build"],
-        cwd=dest,
-        env=env,
-        stdout=open(dest.parent / "compose.log", "w"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(
-            lambda: requests.get(f"{url}/ready", timeout=3).status_code == 200,
-            420,
-            "inference /ready",
-            dest.parent / "compose.log",
-        )
-        yield {
-            "dest": dest,
-            "url": url,
-            "run": run,
-            "up": up,
-            "owner": dest.stat().st_uid,
-            "log": dest.parent / "compose.log",
-        }
-    finally:
-        run("down", "-v", "--remove-orphans", timeout=300, check=False)
-        up.wait(60)
-        subprocess.run(["rm", "-rf", str(dest.parent)], check=False)
-
-
-def _wait(predicate, timeout, what, log: Path | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except requests.RequestException:
-            pass
-        time.sleep(2)
-    tail = log.read_text()[-4000:] if log and log.exists() else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
-
-
-READING = {
-    "Type": "L",
-    "Air temperature [K]": 298.9,
-    "Process temperature [K]": 309.1,
-    "Rotational speed [rpm]": 2861,
-    "Torque [Nm]": 4.6,
-    "Tool wear [min]": 143,
-}
+# Seconds a replica may take, after noticing a new pin, to load and check the model and write its row.
+SWAP_LOAD_S = 3.0
 
 
 def test_compose_up_serves_retrains_and_swaps_on_pin_edit(stack):
@@ -175,27 +54,47 @@ def test_compose_up_serves_retrains_and_swaps_on_pin_edit(stack):
     )
     assert pushed.stdout.strip() == "compose-1", pushed.stdout + pushed.stderr
     models = dest / "volumes" / "models"
-    _wait(lambda: (models / "v2" / "metadata.json").is_file(), 300, "v2 registered", log)
+    wait_for(lambda: (models / "v2" / "metadata.json").is_file(), 300, "v2 registered", log)
     meta = json.loads((models / "v2" / "metadata.json").read_text())
     assert meta["trigger"]["message_id"] == "compose-1"
     # The image has no git binary: the commit comes from the .git folder copied into it (or the build argument).
-    assert meta["git"]["commit"] == _head()
+    assert meta["git"]["commit"] == head()
     status = run("exec", "-T", "trainer", "python3", "-m", "services.trainer", "status", "compose-1")
     assert json.loads(status.stdout)["status"] == "done", status.stdout + status.stderr
 
-    # Edit the pin on the host, as an editor that replaces the file would.
+    # Edit the pin on the host, as an editor that replaces the file would, with traffic running through nginx:
+    # every replica swaps within one reload interval (plus the load and check of the new model), and no
+    # request fails meanwhile.
+    replicas = replica_instances(run, dest)
+    assert len(replicas) == REPLICAS and all(replicas.values()), replicas
     cfg = dest / "config.yaml"
-    text = cfg.read_text()
-    pinned = "model_version: v2" in text
+    reload_s = yaml.safe_load(cfg.read_text())["deployment"]["reload_interval_s"]
+    with Traffic(url) as traffic:
+        time.sleep(1)
+        text = cfg.read_text()
+        pinned = "model_version: v2" in text  # the trainer's gate promoted it already
+        edited = time.time()
+        if not pinned:
+            tmp = dest / "config.yaml.new"
+            tmp.write_text(text.replace("model_version: v1", "model_version: v2", 1))
+            os.replace(tmp, cfg)
+
+        def swapped() -> dict[str, float]:
+            rows = [r for r in deployment_rows(dest) if (r["event"], r["version"]) == ("swap", "v2")]
+            return {r["instance_id"]: parse_utc(r["time"]).timestamp() for r in rows}
+
+        wait_for(lambda: set(replicas.values()) <= set(swapped()), 60, "every replica swaps to v2", log)
+        done = max(swapped()[i] for i in replicas.values())
+        time.sleep(2)
+    assert traffic.results and not traffic.failures(), traffic.failures()
+    assert {v for t, _, v, _ in traffic.results if t > done + 0.5} == {"v2"}
     if not pinned:
-        tmp = dest / "config.yaml.new"
-        tmp.write_text(text.replace("model_version: v1", "model_version: v2", 1))
-        os.replace(tmp, cfg)
-    _wait(lambda: requests.get(f"{url}/model", timeout=3).json().get("model_version") == "v2", 60, "swap to v2", log)
+        assert all(swapped()[i] - edited <= reload_s + SWAP_LOAD_S for i in replicas.values()), (edited, swapped())
+    rows = [r for r in deployment_rows(dest) if (r["event"], r["version"]) == ("swap", "v2")]
+    assert all(r["previous_version"] == "v1" for r in rows) or pinned
     r = requests.post(f"{url}/predict", json=READING, timeout=5)
     assert r.json()["model_version"] == "v2"
-    deploy_log = (dest / "volumes" / "logs" / "deployment_log.csv").read_text()
-    assert ",swap,v2,v1," in deploy_log or pinned
+    assert requests.get(f"{url}/model", timeout=3).json()["model_version"] == "v2"
 
     # `docker compose exec` starts as root; the config.yaml it writes must still be the folder owner's.
     back = run("exec", "-T", "inference", "python3", "-m", "services.inference", "rollback", check=False)
@@ -223,7 +122,7 @@ def test_redis_password_is_generated_into_a_private_git_ignored_file(stack):
             "--rm",
             "--entrypoint",
             "sh",
-            "clockwork:local",
+            stack["image"],
             "-c",
             "ls -a /app; ls -a /app/.secrets 2>/dev/null; true",
         ],
@@ -250,6 +149,11 @@ def _processes(run) -> dict[tuple[str, str], str]:
     return seen
 
 
+def _words(container: str) -> set[str]:
+    """'/cwtest1234_nginx_1' (compose v1) or '/cwtest1234-nginx-1' (v2) -> its parts, the service among them."""
+    return set(re.split(r"[-_/]", container))
+
+
 def test_no_long_lived_container_process_runs_as_root(stack):
     first = _processes(stack["run"])
     time.sleep(3)
@@ -258,10 +162,14 @@ def test_no_long_lived_container_process_runs_as_root(stack):
     root = {key: what for key, what in second.items() if what.split()[0] == "0" and first.get(key) == what}
     assert not root, f"processes running as root: {root}"
     names = {name for name, _ in second}
-    assert len(names) >= 4, second  # redis, trainer, inference, monitor
-    # The services run as the project folder's owner; Redis as its image's own unprivileged user.
-    services = {key: what for key, what in second.items() if "redis" not in key[0] and key in first}
+    assert len(names) >= 4 + REPLICAS, second  # redis, trainer, the inference replicas, nginx, monitor
+    # The services run as the project folder's owner; Redis as its image's own unprivileged user; nginx as
+    # nobody (docker-compose.yml `user:`, it needs nothing of the project folder).
+    services = {key: what for key, what in second.items() if not {"redis", "nginx"} & _words(key[0])}
+    services = {key: what for key, what in services.items() if key in first}
     assert services and all(what.split()[0] == str(stack["owner"]) for what in services.values()), services
+    nginx = {key: what for key, what in second.items() if "nginx" in _words(key[0])}
+    assert nginx and all(what.split()[0] == "65534" for what in nginx.values()), nginx
 
 
 def test_files_written_by_the_services_belong_to_the_project_folder_owner(stack):
