@@ -44,7 +44,7 @@ def test_prep_produces_every_version_with_one_manifest_entry_per_file(prepped):
         assert e.inputs and all(len(i.sha256) == 64 for i in e.inputs)
         assert e.git_commit
     # lineage: v1_raw comes from the pinned raw file
-    assert by_path[expected[0]].inputs[0].sha256 == prepped.data.raw_sha256
+    assert by_path[expected[0]].inputs[0].sha256 == prepped.dataset.raw_sha256
     assert by_path[expected[1]].params["failures_without_mode_flag"] == 9
     assert by_path[expected[1]].params["mode_flag_without_failure"] == 18
 
@@ -75,7 +75,7 @@ def test_flipped_byte_in_raw_file_is_refused_showing_both_hashes(project):
     raw.write_bytes(bytes(data))
     with pytest.raises(IntegrityError) as err:
         pipeline.run(project)
-    assert project.data.raw_sha256 in str(err.value)
+    assert project.dataset.raw_sha256 in str(err.value)
     assert sha256_file(raw) in str(err.value)
     assert not Paths.from_settings(project).manifest.exists()
 
