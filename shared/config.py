@@ -277,7 +277,8 @@ class Settings(_Strict):
                 if r.kind != "levels":
                     raise ValueError(f"{where}: {r.column} is categorical; kind {r.kind} is for a numeric feature")
                 if r.level not in col.levels:
-                    raise ValueError(f"data.day2.recipes.{i}.level: {r.level!r} is not a level of {r.column} {col.levels}")
+                    where = f"data.day2.recipes.{i}.level"
+                    raise ValueError(f"{where}: {r.level!r} is not a level of {r.column} {col.levels}")
         deployment = self.deployment.model_copy(update={"input_ranges": self.input_ranges})
         object.__setattr__(self, "deployment", deployment)
         return self
