@@ -40,6 +40,8 @@ PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 RelPath = Annotated[str, Field(min_length=1)]
+# Columns the prediction and labelled logs add beside a dataset's features and label (shared.labelled).
+LOG_COLUMNS = ("time", "request_id", "model_version", "probability", "predicted", "feedback_time")
 
 
 class _Strict(BaseModel):
@@ -266,6 +268,9 @@ class Settings(_Strict):
     def _follows_the_dataset(self) -> Settings:
         """The day-2 recipes name dataset features of the right kind; deployment.input_ranges mirrors the ranges."""
         ds = self.dataset
+        taken = sorted({*ds.feature_names, ds.label.name} & set(LOG_COLUMNS))
+        if taken:
+            raise ValueError(f"dataset: {taken} name the logs' own columns {list(LOG_COLUMNS)}; rename the feature")
         for i, r in enumerate(self.data.day2.recipes):
             where = f"data.day2.recipes.{i}.column"
             if r.column not in ds.feature_names:

@@ -81,7 +81,8 @@ def test_replay_sends_each_feature_by_name_and_the_label_as_feedback():
     class Session:
         def post(self, url, json, timeout):  # noqa: A002 - requests' keyword
             sent.append((url.rsplit("/", 1)[1], json))
-            return type("R", (), {"status_code": 200, "text": "", "json": lambda self: {"request_id": f"r{len(sent)}"}})()
+            body = {"request_id": f"r{len(sent)}"}
+            return type("R", (), {"status_code": 200, "text": "", "json": lambda self: body})()
 
     now = [0.0]
     replayer = Replayer(dataset=PUMPS, url="http://x", rate=1000, feedback_delay=0.0, session=Session(),

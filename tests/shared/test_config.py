@@ -48,6 +48,8 @@ def test_missing_config_names_the_file(tmp_path):
         (lambda c: c["data"]["day2"]["recipes"].append({"name": "more_h", "column": "type", "kind": "levels",
                                                          "level": "X", "share": 0.5}),
          "data.day2.recipes.3.level", "'X' is not a level of type"),
+        (lambda c: c["dataset"]["features"][0].update(name="time"), "dataset: ['time'] name the logs' own columns",
+         "rename the feature"),
         (lambda c: c["data"]["day2"]["recipes"][0].update(kind="levels"), "data.day2.recipes.0",
          "kind levels needs level and share"),
     ],
