@@ -241,15 +241,17 @@ class Ingestor:
 
     def _join(self, state: MonitorState, request_id: str, row: PendingPrediction, label: OrphanLabel) -> LabelledLine:
         y = int(label.label)
-        rec = self.record(
-            time=row.time,
-            request_id=request_id,
-            model_version=row.model_version,
-            **dict(zip(self.dataset.feature_names, row.values, strict=True)),
-            **{self.dataset.label.name: y},
-            probability=row.probability,
-            predicted=row.predicted,
-            feedback_time=label.time,
+        rec = self.record.model_validate(
+            {
+                "time": row.time,
+                "request_id": request_id,
+                "model_version": row.model_version,
+                **dict(zip(self.dataset.feature_names, row.values, strict=True)),
+                self.dataset.label.name: y,
+                "probability": row.probability,
+                "predicted": row.predicted,
+                "feedback_time": label.time,
+            }
         )
         state.windows.setdefault(row.model_version, []).append(
             WindowRow(row.time, y, int(row.predicted), float(row.probability))

@@ -57,7 +57,7 @@ def distribution_plot(reference: pd.DataFrame, production: pd.DataFrame, drift: 
 
 def _histograms(ax: Axes, ref: np.ndarray, prod: np.ndarray) -> None:
     lo, hi = float(min(ref.min(), prod.min())), float(max(ref.max(), prod.max()))
-    bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 40).tolist()
     for values, label, color in ((ref, "training", "tab:blue"), (prod, "production", "tab:orange")):
         ax.hist(
             values,

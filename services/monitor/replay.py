@@ -55,11 +55,11 @@ def resolve_dataset(paths: Paths, dataset: str) -> Path:
 def load_dataset(paths: Paths, dataset: str, *, limit: int | None = None) -> tuple[Path, pd.DataFrame]:
     path = resolve_dataset(paths, dataset)
     df = DataStore(paths=paths).read_table(path)
-    dataset = paths.settings.dataset
-    missing = [c for c in [dataset.order.name, *dataset.feature_names, dataset.label.name] if c not in df.columns]
+    ds = paths.settings.dataset
+    missing = [c for c in [ds.order.name, *ds.feature_names, ds.label.name] if c not in df.columns]
     if missing:
-        raise ReplayError(f"{path} lacks columns {missing} of dataset {dataset.name}")
-    df = df.sort_values(dataset.order.name, kind="stable", key=_order_key(dataset))
+        raise ReplayError(f"{path} lacks columns {missing} of dataset {ds.name}")
+    df = df.sort_values(ds.order.name, kind="stable", key=_order_key(ds))
     if limit is not None:
         df = df.iloc[:limit]
     return path, df.reset_index(drop=True)

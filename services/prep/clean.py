@@ -31,7 +31,7 @@ HEADER_LINES = 1  # the raw file's line of a row is its position + 1 + HEADER_LI
 def read_raw(path: Path, dataset: DatasetConfig) -> pd.DataFrame:
     """The raw CSV as read by pandas, categorical features as text (a level "1" stays "1")."""
     text_columns = {c.source: str for c in dataset.categorical}
-    return pd.read_csv(path, dtype=text_columns)  # type: ignore[arg-type]
+    return pd.read_csv(path, dtype=text_columns)
 
 
 def check_source(df: pd.DataFrame, dataset: DatasetConfig, *, where: Path) -> None:
