@@ -64,9 +64,9 @@ def build_project(dest: Path) -> Path:
 
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     dest.mkdir(parents=True, exist_ok=True)
-    raw = dest / cfg["volume_root"] / cfg["data"]["raw_file"]
+    raw = dest / cfg["volume_root"] / cfg["dataset"]["raw_file"]
     raw.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ROOT / "volumes" / cfg["data"]["raw_file"], raw)
+    shutil.copyfile(ROOT / "volumes" / cfg["dataset"]["raw_file"], raw)
     shutil.copyfile(ROOT / "config.yaml", dest / "config.yaml")
     settings = load_settings(dest / "config.yaml", env={})
     pipeline.run(settings)

@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from shared.dataset import DatasetConfig
+from shared.dataset import CategoricalColumn, DatasetConfig
 from shared.errors import ConfigError, explain
 
 DEFAULT_CONFIG = "config.yaml"
@@ -40,6 +40,8 @@ PosFloat = Annotated[float, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 Probability = Annotated[float, Field(ge=0, le=1)]
 RelPath = Annotated[str, Field(min_length=1)]
+# Columns the prediction and labelled logs add beside a dataset's features and label (shared.labelled).
+LOG_COLUMNS = ("time", "request_id", "model_version", "probability", "predicted", "feedback_time")
 
 
 class _Strict(BaseModel):
@@ -47,11 +49,31 @@ class _Strict(BaseModel):
 
 
 class DriftRecipe(_Strict):
+    """A seeded drift of one dataset feature (services/prep/recipes.py). A numeric feature: `offset` adds `value`,
+    `scale` multiplies by it, plus Gaussian noise of `noise_std`. A categorical feature: `levels` re-draws a `share`
+    of the rows to `level`. Settings checks that `column` names a feature of the right kind."""
+
     name: Annotated[str, Field(pattern=r"^[a-z0-9_]+$")]
-    column: Literal["air_temperature_k", "process_temperature_k", "rotational_speed_rpm", "torque_nm", "tool_wear_min"]
-    kind: Literal["offset", "scale"]
-    value: float
-    noise_std: Annotated[float, Field(ge=0)] = 0.0
+    column: Annotated[str, Field(min_length=1)]
+    kind: Literal["offset", "scale", "levels"]
+    value: float | None = None  # offset, scale
+    noise_std: Annotated[float, Field(ge=0)] = 0.0  # offset, scale
+    level: Annotated[str, Field(min_length=1)] | None = None  # levels
+    share: Annotated[float, Field(gt=0, le=1)] | None = None  # levels
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> DriftRecipe:
+        if self.kind == "levels":
+            if self.level is None or self.share is None:
+                raise ValueError(f"recipe {self.name}: kind levels needs level and share")
+            if self.value is not None or self.noise_std:
+                raise ValueError(f"recipe {self.name}: kind levels takes level and share, not value or noise_std")
+        else:
+            if self.value is None:
+                raise ValueError(f"recipe {self.name}: kind {self.kind} needs value")
+            if self.level is not None or self.share is not None:
+                raise ValueError(f"recipe {self.name}: kind {self.kind} takes value and noise_std, not level or share")
+        return self
 
 
 class Day2Config(_Strict):
@@ -80,8 +102,6 @@ class PrepVersions(_Strict):
 
 
 class DataConfig(_Strict):
-    raw_file: RelPath
-    raw_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     processed_dir: RelPath
     production_dir: RelPath
     manifest: RelPath
@@ -137,33 +157,14 @@ class DeploymentConfig(_Strict):
     deployment_log: RelPath
     prediction_log_dir: RelPath
     feedback_log_dir: RelPath
-    input_ranges: dict[str, tuple[float, float]]
+    # Not a key of the file any more: the valid ranges are the dataset's (dataset.features[].range). Settings fills
+    # it from them so that readers of deployment.input_ranges keep working; prefer Settings.input_ranges.
+    input_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, exclude=True)
 
     @field_validator("input_ranges", mode="before")
     @classmethod
-    def _ranges(cls, v: object) -> object:
-        from shared.features import NUMERIC_FEATURES
-
-        if not isinstance(v, dict):
-            raise ValueError("must be a mapping of feature -> [low, high]")
-        missing = set(NUMERIC_FEATURES) - set(v)
-        unknown = set(v) - set(NUMERIC_FEATURES)
-        if missing or unknown:
-            raise ValueError(
-                f"must name exactly {NUMERIC_FEATURES}; missing {sorted(missing)}, unknown {sorted(unknown)}"
-            )
-        out = {}
-        for k, pair in v.items():
-            if not (
-                isinstance(pair, list)
-                and len(pair) == 2
-                and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in pair)
-            ):
-                raise ValueError(f"{k}: must be [low, high] numbers, got {pair!r}")
-            if not pair[0] < pair[1]:
-                raise ValueError(f"{k}: low must be below high, got {pair!r}")
-            out[k] = (float(pair[0]), float(pair[1]))
-        return out
+    def _ranges_are_the_datasets(cls, v: object) -> object:
+        raise ValueError("no longer a key here: the valid ranges are each numeric feature's dataset.features[].range")
 
 
 class SecurityConfig(_Strict):
@@ -279,6 +280,35 @@ class Settings(_Strict):
     def volume(self) -> Path:
         root = Path(self.volume_root)
         return root if root.is_absolute() else self.project_root / root
+
+    @property
+    def input_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each numeric feature's valid range, from the dataset section (read-only)."""
+        return {c.name: c.range for c in self.dataset.numeric}
+
+    @model_validator(mode="after")
+    def _follows_the_dataset(self) -> Settings:
+        """The day-2 recipes name dataset features of the right kind; deployment.input_ranges mirrors the ranges."""
+        ds = self.dataset
+        taken = sorted({*ds.feature_names, ds.label.name} & set(LOG_COLUMNS))
+        if taken:
+            raise ValueError(f"dataset: {taken} name the logs' own columns {list(LOG_COLUMNS)}; rename the feature")
+        for i, r in enumerate(self.data.day2.recipes):
+            where = f"data.day2.recipes.{i}.column"
+            if r.column not in ds.feature_names:
+                raise ValueError(f"{where}: {r.column!r} is not a feature of dataset {ds.name} ({ds.feature_names})")
+            col = ds.column(r.column)
+            if col.kind == "numeric" and r.kind == "levels":
+                raise ValueError(f"{where}: {r.column} is numeric; kind levels is for a categorical feature")
+            if isinstance(col, CategoricalColumn):
+                if r.kind != "levels":
+                    raise ValueError(f"{where}: {r.column} is categorical; kind {r.kind} is for a numeric feature")
+                if r.level not in col.levels:
+                    where = f"data.day2.recipes.{i}.level"
+                    raise ValueError(f"{where}: {r.level!r} is not a level of {r.column} {col.levels}")
+        deployment = self.deployment.model_copy(update={"input_ranges": self.input_ranges})
+        object.__setattr__(self, "deployment", deployment)
+        return self
 
     def section(self, name: str) -> dict:
         """A config section as plain data (recorded in metadata and manifest entries)."""

@@ -39,15 +39,15 @@ def table_bytes(df: pd.DataFrame) -> bytes:
 
 def check_raw(paths: Paths) -> str:
     """The raw file must match the sha256 pinned in config.yaml; returns the hash."""
-    expected = paths.settings.data.raw_sha256
+    expected = paths.settings.dataset.raw_sha256
     if not paths.raw_file.is_file():
         raise NotFoundError(
-            f"raw data file not found: {paths.raw_file} (data.raw_file in {paths.settings.config_path})"
+            f"raw data file not found: {paths.raw_file} (dataset.raw_file in {paths.settings.config_path})"
         )
     actual = sha256_file(paths.raw_file)
     if actual != expected:
         raise IntegrityError(
-            f"raw data file {paths.raw_file} changed: expected sha256 {expected} (data.raw_sha256), actual {actual}; "
+            f"raw data file {paths.raw_file} changed: expected sha256 {expected} (dataset.raw_sha256), actual {actual}; "
             "the raw data is immutable"
         )
     return actual

@@ -1,30 +1,67 @@
 """Labelled production data: logged predictions joined with their late ground truth.
 
-The monitor (services.monitor) is the one writer. It appends `LabelledRecord` lines to
+The monitor (services.monitor) is the one writer. It appends `labelled_record(dataset)` lines to
 `<labelled_dir>/labelled.jsonl` and then records the file's committed length (bytes and rows) in its
 state file (`monitoring.state_file`), written atomically. Bytes beyond the committed length belong to a
 cycle that has not finished (or crashed); the monitor truncates them on its next start and readers here
 never see them. So a reader gets every labelled row exactly once, whatever the monitor was doing.
 
 The retrain worker calls `load_labelled(paths)` to build a new data version and the gate's window.
+
+A line's keys follow the dataset section of config.yaml: time, request_id, model_version, each feature by
+its name (a categorical one as its level, a numeric one as a number), the label by its name (0 / 1), then
+probability, predicted and feedback_time. `labelled_record(dataset)` is the line's pydantic model.
 """
 
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, Literal
 
 import pandas as pd
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from shared.dataset import CategoricalColumn, DatasetConfig
 from shared.errors import DataValidationError, explain
-from shared.features import LABEL, RAW_COLUMNS
 from shared.paths import Paths
-from shared.schemas import LabelledRecord
 
-# The columns every caller can rely on (CONTRACTS.md); `full=True` adds the served probability and label.
-COLUMNS = RAW_COLUMNS + [LABEL, "request_id", "time", "model_version"]
+ID_COLUMNS = ["request_id", "time", "model_version"]
 EXTRA_COLUMNS = ["probability", "predicted", "feedback_time"]
+
+
+class LabelledLine(BaseModel):
+    """The base of a dataset's labelled record: unknown keys refused, written as one sorted JSON line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def to_line(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+
+def columns(dataset: DatasetConfig, *, full: bool = False) -> list[str]:
+    """The columns every caller can rely on (CONTRACTS.md): the features, the label, request_id, time and
+    model_version; `full` adds the served probability and label and the feedback time."""
+    return [*dataset.feature_names, dataset.label.name, *ID_COLUMNS] + (EXTRA_COLUMNS if full else [])
+
+
+def labelled_record(dataset: DatasetConfig) -> type[LabelledLine]:
+    """The pydantic model of one labelled line for this dataset (built once per dataset section)."""
+    return _record_model(dataset.model_dump_json())
+
+
+@lru_cache(maxsize=8)
+def _record_model(dataset_json: str) -> type[LabelledLine]:
+    dataset = DatasetConfig.model_validate_json(dataset_json)
+    fields: dict[str, Any] = {"time": (str, ...), "request_id": (str, ...), "model_version": (str, ...)}
+    for c in dataset.features:
+        kind: Any = Literal[tuple(c.levels)] if isinstance(c, CategoricalColumn) else float
+        fields[c.name] = (kind, ...)
+    fields[dataset.label.name] = (Literal[0, 1], ...)  # the true label (feedback)
+    fields |= {"probability": (float, ...), "predicted": (int, ...), "feedback_time": (str, ...)}
+    model: type[LabelledLine] = create_model(f"LabelledRecord_{dataset.name}", __base__=LabelledLine, **fields)
+    return model
 
 
 def labelled_file(paths: Paths) -> Path:
@@ -65,26 +102,27 @@ def read_committed_lines(paths: Paths) -> list[bytes]:
 def load_labelled(paths: Paths, *, full: bool = False) -> pd.DataFrame:
     """Labelled production rows, oldest prediction first; an empty frame (same columns) if none.
 
-    Columns: RAW_COLUMNS + machine_failure + request_id + time + model_version
-    (+ probability, predicted, feedback_time when `full`).
+    Columns: `columns(dataset, full=full)` for the dataset section of the settings `paths` was built from.
     """
-    columns = COLUMNS + (EXTRA_COLUMNS if full else [])
+    dataset = paths.settings.dataset
+    names = columns(dataset, full=full)
     lines = read_committed_lines(paths)
     if not lines:
-        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(dataset, c)) for c in names})
+    model = labelled_record(dataset)
     records = []
     for n, line in enumerate(lines, start=1):
         try:
-            records.append(LabelledRecord.model_validate_json(line).model_dump())
+            records.append(model.model_validate_json(line).model_dump())
         except ValidationError as e:
             raise DataValidationError(f"{labelled_file(paths)}:{n}: malformed labelled record: {explain(e)}") from e
-    df = pd.DataFrame.from_records(records, columns=columns)
+    df = pd.DataFrame.from_records(records, columns=names)
     return df.sort_values("time", kind="stable").reset_index(drop=True)
 
 
-def _dtype(column: str) -> str:
-    if column in (LABEL, "predicted"):
+def _dtype(dataset: DatasetConfig, column: str) -> str:
+    if column in (dataset.label.name, "predicted"):
         return "int64"
-    if column in ("type", "request_id", "time", "model_version", "feedback_time"):
+    if column in (*ID_COLUMNS, "feedback_time") or column in {c.name for c in dataset.categorical}:
         return "object"
     return "float64"

@@ -5,7 +5,7 @@ prediction (prediction log) + its label (feedback log)
  -> what the deployment log says was serving when it answered (deployment_log.csv)
  -> data version: its manifest entries
  -> for every training file, the chain of manifest entries through their inputs back to files no step
-    produced (the raw data), each raw file re-hashed and compared with config.yaml's data.raw_sha256.
+    produced (the raw data), each raw file re-hashed and compared with config.yaml's dataset.raw_sha256.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def lineage(paths: Paths, request_id: str) -> dict:
     md = Registry(paths=paths).metadata(pred.model_version)
     entries = store.entries()
     raw_rel = store.rel(paths.raw_file)
-    raw_expected = paths.settings.data.raw_sha256
+    raw_expected = paths.settings.dataset.raw_sha256
     problems: list[str] = []
     feedback = find_feedback(paths, request_id, problems=problems)
     for problem in problems:

@@ -58,7 +58,7 @@ class Paths:
     # --- data -------------------------------------------------------------------------------
     @property
     def raw_file(self) -> Path:
-        return self._v(self.settings.data.raw_file)
+        return self._v(self.settings.dataset.raw_file)
 
     @property
     def processed_dir(self) -> Path:

@@ -33,7 +33,7 @@ def write_project(dest: Path, **overrides) -> Path:
             node = node[p]
         node[leaf] = value
     dest.mkdir(parents=True, exist_ok=True)
-    raw = dest / "volumes" / cfg["data"]["raw_file"]
+    raw = dest / "volumes" / cfg["dataset"]["raw_file"]
     raw.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(ROOT / "volumes" / "data" / "raw" / "ai4i2020.csv", raw)
     path = dest / "config.yaml"

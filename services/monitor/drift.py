@@ -1,14 +1,16 @@
 """Per-feature drift of production inputs against a model's training data.
 
-Numeric features: the two-sample Kolmogorov-Smirnov test (scipy.stats.ks_2samp) and the population
-stability index over 10 quantile bins of the training data (symmetric KL divergence of the binned
-shares, scipy.special.rel_entr). Product type: the chi-square test of the 2 x k contingency table
-(scipy.stats.chi2_contingency) with Cramer's V as effect size.
+The features are the dataset's (config.yaml `dataset:`), in order. A numeric feature: the two-sample
+Kolmogorov-Smirnov test (scipy.stats.ks_2samp) and the population stability index over 10 quantile bins of
+the training data (symmetric KL divergence of the binned shares, scipy.special.rel_entr). A categorical
+feature: the chi-square test of the 2 x k contingency table of its levels (scipy.stats.chi2_contingency)
+with Cramer's V as effect size.
 
 A numeric feature is flagged when PSI > thresholds.psi AND the KS p-value < thresholds.ks_pvalue:
-the effect must be large enough to matter and the sample large enough to be sure of it. Product type
-is flagged when the chi-square p-value < thresholds.chi2_pvalue. Nothing is flagged below
-`min_samples` production rows. The result is a typed `DriftReport` (part of the monitor's report).
+the effect must be large enough to matter and the sample large enough to be sure of it. A categorical
+feature is flagged when the chi-square p-value < thresholds.chi2_pvalue. Nothing is flagged below
+`min_samples` production rows. The result is a typed `DriftReport` (part of the monitor's report), each
+feature with its unit and description.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from scipy import special, stats
 
 from services.monitor.rows import Window
 from shared.config import Thresholds
-from shared.features import NUMERIC_FEATURES, TYPE_CODES
+from shared.dataset import CategoricalColumn, DatasetConfig
 
 PSI_BINS = 10  # default; the monitor uses monitoring.thresholds.psi_bins
 # Share given to an empty bin so that PSI stays finite (the usual convention).
@@ -53,6 +55,8 @@ class CategoryCounts(_Model):
 class NumericDrift(_Model):
     kind: Literal["numeric"] = "numeric"
     test: Literal["ks_2samp"] = "ks_2samp"
+    unit: str = ""
+    description: str = ""
     statistic: float | None
     p_value: float | None
     effect_size: dict[str, float | None]  # psi, ks_d, mean_shift, mean_shift_in_sd
@@ -68,6 +72,7 @@ class NumericDrift(_Model):
 class CategoricalDrift(_Model):
     kind: Literal["categorical"] = "categorical"
     test: Literal["chi2_contingency"] = "chi2_contingency"
+    description: str = ""
     statistic: float | None
     p_value: float | None
     dof: int
@@ -166,8 +171,12 @@ def numeric_drift(reference: np.ndarray, production: np.ndarray, *, thresholds: 
     )
 
 
-def categorical_drift(reference: pd.Series, production: pd.Series, *, thresholds: Thresholds) -> CategoricalDrift:
-    categories = [c for c in TYPE_CODES if (reference == c).any() or (production == c).any()]
+def categorical_drift(
+    reference: pd.Series, production: pd.Series, *, levels: list[str], thresholds: Thresholds
+) -> CategoricalDrift:
+    """Levels in their declared order; a level absent from both samples is left out of the table."""
+    reference, production = reference.astype(str), production.astype(str)
+    categories = [c for c in levels if (reference == c).any() or (production == c).any()]
     ref_counts = [int((reference == c).sum()) for c in categories]
     prod_counts = [int((production == c).sum()) for c in categories]
     if len(categories) < 2:
@@ -194,19 +203,28 @@ def categorical_drift(reference: pd.Series, production: pd.Series, *, thresholds
 
 
 def drift_report(
-    reference: pd.DataFrame, production: pd.DataFrame, *, thresholds: Thresholds, min_samples: int
+    reference: pd.DataFrame,
+    production: pd.DataFrame,
+    *,
+    dataset: DatasetConfig,
+    thresholds: Thresholds,
+    min_samples: int,
 ) -> DriftReport:
-    """Every feature's test, effect size and sample sizes; `flagged` lists the drifted features."""
+    """Every feature's test, effect size and sample sizes, in feature order; `flagged` lists the drifted ones."""
     n_prod = len(production)
     if n_prod < min_samples:
         return DriftReport(
             status="insufficient_data", n_reference=len(reference), n_production=n_prod, min_samples=min_samples
         )
-    features: dict[str, NumericDrift | CategoricalDrift] = {
-        "type": categorical_drift(reference["type"], production["type"], thresholds=thresholds)
-    }
-    for col in NUMERIC_FEATURES:
-        features[col] = numeric_drift(reference[col].to_numpy(), production[col].to_numpy(), thresholds=thresholds)
+    features: dict[str, NumericDrift | CategoricalDrift] = {}
+    for c in dataset.features:
+        ref, prod = reference[c.name], production[c.name]
+        if isinstance(c, CategoricalColumn):
+            cat = categorical_drift(ref, prod, levels=c.levels, thresholds=thresholds)
+            features[c.name] = cat.model_copy(update={"description": c.description})
+        else:
+            num = numeric_drift(ref.to_numpy(), prod.to_numpy(), thresholds=thresholds)
+            features[c.name] = num.model_copy(update={"unit": c.unit, "description": c.description})
     return DriftReport(
         status="ok",
         n_reference=len(reference),

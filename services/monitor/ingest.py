@@ -24,9 +24,11 @@ from services.monitor.report_model import MalformedLine
 from services.monitor.rows import InputRow, OrphanLabel, PendingPrediction, WindowRow, compact_prediction
 from services.monitor.state import LabelledLength, MonitorState, save_state
 from shared.atomic import append_bytes
+from shared.dataset import DatasetConfig
 from shared.errors import explain
+from shared.labelled import LabelledLine, labelled_record
 from shared.paths import Paths
-from shared.schemas import FeedbackRecord, LabelledRecord, PredictionRecord, parse_utc
+from shared.schemas import FeedbackRecord, PredictionRecord, parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class Ingestor:
         self,
         *,
         paths: Paths,
+        dataset: DatasetConfig,
         window_size: int,
         drift_window: int,
         batch_bytes: int = BATCH_BYTES,
@@ -78,6 +81,8 @@ class Ingestor:
         self.max_pending = max_pending
         self.max_orphans = max_orphans
         self.paths = paths
+        self.dataset = dataset
+        self.record = labelled_record(dataset)
         self.predictions = LogDir(paths.prediction_log_dir, "predictions")
         self.feedback = LogDir(paths.feedback_log_dir, "feedback")
         self.window_size = window_size
@@ -111,7 +116,7 @@ class Ingestor:
         if not pred_chunks and not fb_chunks:
             return StepCounts(), False
         counts = StepCounts()
-        joined: list[LabelledRecord] = []
+        joined: list[LabelledLine] = []
         new_offsets: dict[str, int] = {}
         watermark = _LATEST
         for chunk in pred_chunks:
@@ -154,12 +159,12 @@ class Ingestor:
         line: bytes,
         where: LineAt,
         counts: StepCounts,
-        joined: list[LabelledRecord],
+        joined: list[LabelledLine],
     ) -> str | None:
         """Take one prediction line; returns its time (None if malformed)."""
         try:
             rec = PredictionRecord.model_validate_json(line)
-            row = compact_prediction(rec)
+            row = compact_prediction(rec, self.dataset)
             parse_utc(rec.time)
         except (ValidationError, ValueError, KeyError, TypeError) as e:
             self._malformed(where, line, e, counts)
@@ -180,7 +185,7 @@ class Ingestor:
         line: bytes,
         where: LineAt,
         counts: StepCounts,
-        joined: list[LabelledRecord],
+        joined: list[LabelledLine],
         *,
         watermark: datetime,
     ) -> bool:
@@ -234,22 +239,19 @@ class Ingestor:
             self._line_numbers = {key: 1 + count_newlines(chunk.path, chunk.start)}
         return self._line_numbers[key]
 
-    def _join(self, state: MonitorState, request_id: str, row: PendingPrediction, label: OrphanLabel) -> LabelledRecord:
+    def _join(self, state: MonitorState, request_id: str, row: PendingPrediction, label: OrphanLabel) -> LabelledLine:
         y = int(label.label)
-        rec = LabelledRecord(
-            time=row.time,
-            request_id=request_id,
-            model_version=row.model_version,
-            type=row.type,  # type: ignore[arg-type]  # checked against TYPE_CODES by compact_prediction
-            air_temperature_k=row.air_temperature_k,
-            process_temperature_k=row.process_temperature_k,
-            rotational_speed_rpm=row.rotational_speed_rpm,
-            torque_nm=row.torque_nm,
-            tool_wear_min=row.tool_wear_min,
-            machine_failure=y,  # type: ignore[arg-type]  # a FeedbackRecord's label: 0 or 1
-            probability=row.probability,
-            predicted=row.predicted,
-            feedback_time=label.time,
+        rec = self.record.model_validate(
+            {
+                "time": row.time,
+                "request_id": request_id,
+                "model_version": row.model_version,
+                **dict(zip(self.dataset.feature_names, row.values, strict=True)),
+                self.dataset.label.name: y,
+                "probability": row.probability,
+                "predicted": row.predicted,
+                "feedback_time": label.time,
+            }
         )
         state.windows.setdefault(row.model_version, []).append(
             WindowRow(row.time, y, int(row.predicted), float(row.probability))
@@ -271,7 +273,7 @@ class Ingestor:
         _drop_oldest(state, state.pending, self.max_pending, "pending")
         _drop_oldest(state, state.orphans, self.max_orphans, "orphans")
 
-    def _append(self, state: MonitorState, joined: list[LabelledRecord]) -> None:
+    def _append(self, state: MonitorState, joined: list[LabelledLine]) -> None:
         if not joined:
             return
         data = "".join(r.to_line() + "\n" for r in joined).encode("utf-8")

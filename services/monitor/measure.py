@@ -19,12 +19,12 @@ from services.monitor.report_model import (
     PerformanceCheckEntry,
     ReportSettings,
 )
-from services.monitor.rows import INPUT_COLUMNS, InputRow, Window
+from services.monitor.rows import InputRow, Window, input_columns
 from services.monitor.state import MonitorState, VersionCounts
 from shared.config import Settings
+from shared.dataset import DatasetConfig
 from shared.datastore import DataStore
 from shared.errors import ClockworkError
-from shared.features import NUMERIC_FEATURES
 from shared.paths import Paths, version_number
 from shared.registry import Registry
 from shared.schemas import utc_now
@@ -60,14 +60,21 @@ class Measurer:
                 training=self.training_metrics(version),
                 settings=self.settings,
             )
-        production = inputs_frame(state.recent_inputs)
+        dataset = self.settings.dataset
+        production = inputs_frame(state.recent_inputs, dataset)
         reference, ref_info = self.reference(serving)
         if reference is None:
             drift = DriftReport(
                 status="no_reference", reason=ref_info.error, n_reference=0, n_production=len(production)
             )
         else:
-            drift = drift_report(reference, production, thresholds=mon.thresholds, min_samples=mon.drift_min_samples)
+            drift = drift_report(
+                reference,
+                production,
+                dataset=dataset,
+                thresholds=mon.thresholds,
+                min_samples=mon.drift_min_samples,
+            )
         drift.reference = ref_info
         drift.window = Window(
             rows=len(production),
@@ -161,10 +168,11 @@ def serving_version(state: MonitorState) -> str | None:
     return max(state.recent_inputs, key=lambda r: r.time).model_version
 
 
-def inputs_frame(rows: Sequence[InputRow]) -> pd.DataFrame:
-    df = pd.DataFrame(list(rows), columns=INPUT_COLUMNS)
-    for col in NUMERIC_FEATURES:
-        df[col] = df[col].astype(float)
+def inputs_frame(rows: Sequence[InputRow], dataset: DatasetConfig) -> pd.DataFrame:
+    """The drift window as a table: time, model_version and one column per feature (numeric ones as float)."""
+    df = pd.DataFrame([(r.time, r.model_version, *r.values) for r in rows], columns=input_columns(dataset))
+    for c in dataset.numeric:
+        df[c.name] = df[c.name].astype(float)
     return df.sort_values("time", kind="stable").reset_index(drop=True)
 
 

@@ -28,7 +28,7 @@ from services.monitor import report as report_mod
 from services.monitor.ingest import Ingestor, StepCounts
 from services.monitor.measure import Measurer, serving_version
 from services.monitor.report_model import IngestSummary, MonitorReport, ReportPaths, TriggerResult
-from services.monitor.state import MonitorState, load_state, recover_labelled, save_state
+from services.monitor.state import MonitorState, check_features, load_state, recover_labelled, save_state
 from services.monitor.trigger import Trigger
 from shared.atomic import lock_path_of, locked
 from shared.config import Settings
@@ -63,6 +63,7 @@ class Monitor:
         self.drift_window = max(mon.window_size, mon.drift_min_samples)
         self.ingestor = Ingestor(
             paths=self.paths,
+            dataset=settings.dataset,
             window_size=mon.window_size,
             drift_window=self.drift_window,
             max_pending=mon.max_pending,
@@ -77,6 +78,7 @@ class Monitor:
         sent nothing only refreshes latest.json: no per-cycle files, no history point, no HTML."""
         with monitor_lock(self.paths):
             state = load_state(self.paths.monitor_state)
+            check_features(self.paths.monitor_state, state, self.settings.dataset.feature_names)
             recover_labelled(self.paths, state)
             t0 = time.perf_counter()
             counts = self.ingestor.run(state)

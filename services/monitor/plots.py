@@ -1,5 +1,7 @@
 """The report's plots: training vs production distributions and metrics over time, as base64 PNG.
 
+Drawn from the typed drift report and the history: one panel per dataset feature, whatever the dataset.
+
 matplotlib's object API only (no pyplot, no global state, no display needed), so the monitor can draw
 in any thread of a headless container.
 """
@@ -11,11 +13,11 @@ import io
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from services.monitor.drift import DriftReport
+from services.monitor.drift import CategoricalDrift, DriftReport
 from services.monitor.report_model import HistoryEntry
-from shared.features import NUMERIC_FEATURES, TYPE_CODES
 
 
 def _png(fig: Figure) -> str:
@@ -25,58 +27,56 @@ def _png(fig: Figure) -> str:
 
 
 def distribution_plot(reference: pd.DataFrame, production: pd.DataFrame, drift: DriftReport) -> str:
+    """One panel per feature of the drift report: histograms of a numeric one (title with its unit, PSI and KS
+    p-value), level shares of a categorical one (chi-square p-value); a drifted feature's title in red."""
     features = drift.features
-    fig = Figure(figsize=(15, 8), layout="constrained")
-    axes = fig.subplots(2, 3).ravel()
-    for ax, col in zip(axes, NUMERIC_FEATURES, strict=False):
-        ref = reference[col].to_numpy(dtype=float)
-        prod = production[col].to_numpy(dtype=float)
-        lo, hi = float(min(ref.min(), prod.min())), float(max(ref.max(), prod.max()))
-        bins = np.linspace(lo, hi if hi > lo else lo + 1, 40)
-        ax.hist(
-            ref,
-            bins=bins,
-            density=True,
-            histtype="stepfilled",
-            alpha=0.5,
-            label=f"training (n={len(ref)})",
-            color="tab:blue",
-        )
-        ax.hist(
-            prod,
-            bins=bins,
-            density=True,
-            histtype="stepfilled",
-            alpha=0.5,
-            label=f"production (n={len(prod)})",
-            color="tab:orange",
-        )
-        f = features.get(col)
-        flagged = bool(f and f.flagged)
-        ax.set_title(
-            f"{'DRIFT ' if flagged else ''}{col}\n"
-            f"PSI {fmt(f.effect_size.get('psi') if f else None)}, KS p {fmt(f.p_value if f else None)}",
-            color="red" if flagged else "black",
-            fontsize=10,
-        )
+    n = max(len(features), 1)
+    ncols = min(3, n)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(5 * ncols, 4 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for ax in axes[len(features) :]:
+        ax.set_visible(False)
+    for ax, (col, f) in zip(axes, features.items(), strict=False):
+        flag = "DRIFT " if f.flagged else ""
+        color = "red" if f.flagged else "black"
+        if isinstance(f, CategoricalDrift):
+            _level_bars(ax, reference[col].astype(str), production[col].astype(str), f.categories)
+            ax.set_title(f"{flag}{col} (share)\nchi2 p {fmt(f.p_value)}", color=color, fontsize=10)
+        else:
+            _histograms(ax, reference[col].to_numpy(dtype=float), production[col].to_numpy(dtype=float))
+            unit = f" [{f.unit}]" if f.unit else ""
+            ax.set_title(
+                f"{flag}{col}{unit}\nPSI {fmt(f.effect_size.get('psi'))}, KS p {fmt(f.p_value)}",
+                color=color,
+                fontsize=10,
+            )
         ax.legend(fontsize=8)
-    ax = axes[len(NUMERIC_FEATURES)]
-    cats = list(TYPE_CODES)
-    x = np.arange(len(cats))
-    ref_share = [float((reference["type"] == c).mean()) for c in cats]
-    prod_share = [float((production["type"] == c).mean()) if len(production) else 0.0 for c in cats]
+    return _png(fig)
+
+
+def _histograms(ax: Axes, ref: np.ndarray, prod: np.ndarray) -> None:
+    lo, hi = float(min(ref.min(), prod.min())), float(max(ref.max(), prod.max()))
+    bins = np.linspace(lo, hi if hi > lo else lo + 1, 40).tolist()
+    for values, label, color in ((ref, "training", "tab:blue"), (prod, "production", "tab:orange")):
+        ax.hist(
+            values,
+            bins=bins,
+            density=True,
+            histtype="stepfilled",
+            alpha=0.5,
+            label=f"{label} (n={len(values)})",
+            color=color,
+        )
+
+
+def _level_bars(ax: Axes, reference: pd.Series, production: pd.Series, levels: list[str]) -> None:
+    x = np.arange(len(levels))
+    ref_share = [float((reference == c).mean()) for c in levels]
+    prod_share = [float((production == c).mean()) if len(production) else 0.0 for c in levels]
     ax.bar(x - 0.2, ref_share, 0.4, label="training", color="tab:blue", alpha=0.7)
     ax.bar(x + 0.2, prod_share, 0.4, label="production", color="tab:orange", alpha=0.7)
-    ax.set_xticks(x, cats)
-    t = features.get("type")
-    flagged = bool(t and t.flagged)
-    ax.set_title(
-        f"{'DRIFT ' if flagged else ''}type (share)\nchi2 p {fmt(t.p_value if t else None)}",
-        color="red" if flagged else "black",
-        fontsize=10,
-    )
-    ax.legend(fontsize=8)
-    return _png(fig)
+    ax.set_xticks(x, levels)
 
 
 def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = None) -> str | None:
@@ -106,12 +106,13 @@ def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = N
     ax1.set_ylim(-0.02, 1.02)
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=8)
-    for col in ["type"] + NUMERIC_FEATURES:
-        key = "cramers_v" if col == "type" else "psi"
+    for col in dict.fromkeys(name for h in history for name in h.drift):  # every feature, first seen first
         drift_points = [h.drift.get(col) for h in history]
+        categorical = any(p is not None and p.cramers_v is not None for p in drift_points)
+        key = "cramers_v" if categorical else "psi"
         ys = _series([getattr(p, key) if p else None for p in drift_points])
         if not all(np.isnan(ys)):
-            ax2.plot(times, ys, marker=".", label=f"{col} ({'V' if col == 'type' else 'PSI'})")
+            ax2.plot(times, ys, marker=".", label=f"{col} ({'V' if categorical else 'PSI'})")
     if psi_threshold is not None:
         ax2.axhline(psi_threshold, color="red", linestyle="--", linewidth=0.8, label=f"PSI threshold {psi_threshold}")
     ax2.set_yscale("symlog", linthresh=0.1)

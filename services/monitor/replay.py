@@ -1,10 +1,11 @@
 """Traffic replay: send a day-2 production set through the inference API, labels arriving late.
 
-Each row is POSTed to `/predict` (the six raw readings, snake_case) at `rate` requests per second; its
-true label (machine_failure) is POSTed to `/feedback` with the returned request_id `feedback_delay`
-seconds later, from a time-ordered queue: ground truth arrives late in a real plant. Bounded: it stops
-after the last row's label, or `limit` rows. The data set is read through the data store, so it is
-checked against its manifest entry first.
+Rows are sent in time order (the dataset's order column). Each is POSTed to `/predict` (its readings: every
+dataset feature by its name, a categorical one as its level, a numeric one as a number) at `rate` requests per
+second; its true label (the dataset's label, 0 / 1) is POSTed to `/feedback` with the returned request_id
+`feedback_delay` seconds later, from a time-ordered queue: ground truth arrives late in a real plant.
+Bounded: it stops after the last row's label, or `limit` rows. The data set is read through the data store,
+so it is checked against its manifest entry first.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import requests
 from tqdm import tqdm
 
 from shared.config import Settings
+from shared.dataset import CategoricalColumn, DatasetConfig
 from shared.datastore import DataStore
 from shared.errors import ReplayError
-from shared.features import LABEL, NUMERIC_FEATURES, RAW_COLUMNS
 from shared.paths import Paths
 
 log = logging.getLogger(__name__)
@@ -54,19 +55,28 @@ def resolve_dataset(paths: Paths, dataset: str) -> Path:
 def load_dataset(paths: Paths, dataset: str, *, limit: int | None = None) -> tuple[Path, pd.DataFrame]:
     path = resolve_dataset(paths, dataset)
     df = DataStore(paths=paths).read_table(path)
-    missing = [c for c in RAW_COLUMNS + [LABEL] if c not in df.columns]
+    ds = paths.settings.dataset
+    missing = [c for c in [ds.order.name, *ds.feature_names, ds.label.name] if c not in df.columns]
     if missing:
-        raise ReplayError(f"{path} lacks columns {missing}")
+        raise ReplayError(f"{path} lacks columns {missing} of dataset {ds.name}")
+    df = df.sort_values(ds.order.name, kind="stable", key=_order_key(ds))
     if limit is not None:
         df = df.iloc[:limit]
     return path, df.reset_index(drop=True)
 
 
-def reading(row: dict) -> dict:
-    """One /predict body: the six raw readings as JSON-native values."""
-    out: dict[str, str | float] = {"type": str(row["type"])}
-    for col in NUMERIC_FEATURES:
-        out[col] = float(row[col])
+def _order_key(dataset: DatasetConfig) -> Callable[[pd.Series], pd.Series] | None:
+    """The sort key of the time order: a timestamp sorts by the time it means, not by its text."""
+    if dataset.order.kind == "timestamp":
+        return lambda s: pd.to_datetime(s, utc=True, format="ISO8601")
+    return None
+
+
+def reading(row: dict, dataset: DatasetConfig) -> dict:
+    """One /predict body: every feature by its name, as JSON-native values (a level as text, a number as float)."""
+    out: dict[str, str | float] = {}
+    for c in dataset.features:
+        out[c.name] = str(row[c.name]) if isinstance(c, CategoricalColumn) else float(row[c.name])
     return out
 
 
@@ -100,6 +110,7 @@ class Replayer:
     def __init__(
         self,
         *,
+        dataset: DatasetConfig,
         url: str,
         rate: float,
         feedback_delay: float,
@@ -112,6 +123,7 @@ class Replayer:
             raise ReplayError(f"rate must be positive, got {rate}")
         if feedback_delay < 0:
             raise ReplayError(f"feedback delay must be zero or more, got {feedback_delay}")
+        self.dataset = dataset
         self.url = url.rstrip("/")
         self.rate = rate
         self.delay = feedback_delay
@@ -125,13 +137,14 @@ class Replayer:
         result = ReplayResult(rows=len(df))
         due: list[DueLabel] = []  # a heap, soonest first
         start = self.clock()
-        rows = df[RAW_COLUMNS + [LABEL]].to_dict("records")
+        label = self.dataset.label.name
+        rows = df[[*self.dataset.feature_names, label]].to_dict("records")
         with tqdm(total=len(rows), unit="req", desc=f"replay -> {self.url}", disable=not self.progress) as bar:
             for i, row in enumerate(rows):
                 self._wait_until(start + i / self.rate, due, result)
                 request_id = self._predict(row, result)
                 if request_id is not None:
-                    heapq.heappush(due, DueLabel(self.clock() + self.delay, i, request_id, int(row[LABEL])))
+                    heapq.heappush(due, DueLabel(self.clock() + self.delay, i, request_id, int(row[label])))
                 bar.update(1)
                 bar.set_postfix(errors=result.predict_errors, labels=result.feedback_sent, refresh=False)
             # The late labels still queued.
@@ -184,7 +197,7 @@ class Replayer:
             )
 
     def _predict(self, row: dict, result: ReplayResult) -> str | None:
-        body = self._post("/predict", reading(row), result, "predict")
+        body = self._post("/predict", reading(row, self.dataset), result, "predict")
         request_id = body.get("request_id") if isinstance(body, dict) else None
         if request_id is None:
             result.predict_errors += 1
@@ -220,4 +233,6 @@ def replay(
     url = url or cfg.url
     log.info("replaying %d row(s) of %s to %s at %.1f req/s, labels after %.1f s", len(df), path, url, rate, delay)
     with requests.Session() as session:
-        return Replayer(url=url, rate=rate, feedback_delay=delay, session=session, progress=progress).run(df)
+        return Replayer(
+            dataset=settings.dataset, url=url, rate=rate, feedback_delay=delay, session=session, progress=progress
+        ).run(df)

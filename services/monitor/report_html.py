@@ -1,8 +1,9 @@
 """The HTML report, rendered from the typed report (services.monitor.report_model.MonitorReport).
 
 Self-contained (plots embedded as PNG) so it opens from the volume in any browser: the checks and whether
-they fired, performance per model version against training, drift per feature with test, p-value, effect
-size and sample sizes, train vs production histograms, metrics over time. Pure: returns the page's text.
+they fired, performance per model version against training, drift per dataset feature (name, unit, test,
+p-value, effect size and sample sizes), train vs production distributions, metrics over time. Pure: returns
+the page's text.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import html
 
 import pandas as pd
 
-from services.monitor.drift import DriftReport
+from services.monitor.drift import DriftReport, NumericDrift
 from services.monitor.plots import distribution_plot, fmt, history_plot
 from services.monitor.report_model import HistoryEntry, IngestSummary, MonitorReport, VersionPerformance
 
@@ -133,8 +134,10 @@ def _drift(drift: DriftReport) -> list[str]:
         for name, f in drift.features.items():
             eff = ", ".join(f"{k} {fmt(v)}" for k, v in f.effect_size.items())
             cls = " class='fired'" if f.flagged else ""
+            unit = f" [{f.unit}]" if isinstance(f, NumericDrift) and f.unit else ""
+            title = f" title='{e(f.description)}'" if f.description else ""
             parts.append(
-                f"<tr{cls}><td class='l'>{e(name)}</td><td>{e(f.test)}</td><td>{fmt(f.statistic)}</td>"
+                f"<tr{cls}><td class='l'{title}>{e(name)}{e(unit)}</td><td>{e(f.test)}</td><td>{fmt(f.statistic)}</td>"
                 f"<td>{fmt(f.p_value)}</td><td>{e(eff)}</td><td>{f.n_reference}</td><td>{f.n_production}</td>"
                 f"<td>{'yes' if f.flagged else 'no'}</td></tr>"
             )

@@ -1,9 +1,10 @@
 """The monitor's rows, named: a prediction waiting for its label, a label waiting for its prediction, an input
 in the drift window and a labelled row in a version's performance window.
 
-NamedTuples: as cheap as the lists they replace in the ingest loop, and saved in the state file as the same
-JSON arrays (field order = array order), so state files written before them load unchanged. `Window`
-summarises a window of them in the report.
+NamedTuples: as cheap as lists in the ingest loop, and saved in the state file as JSON arrays (field order =
+array order). A row's readings are one `values` tuple in the dataset's feature order (config.yaml `dataset:`):
+a categorical feature as its level (text), a numeric feature as a float. `Window` summarises a window of rows
+in the report.
 """
 
 from __future__ import annotations
@@ -13,21 +14,18 @@ from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.features import NUMERIC_FEATURES, TYPE_CODES
+from shared.dataset import CategoricalColumn, DatasetConfig
 from shared.schemas import PredictionRecord
+
+Value = str | float
 
 
 class InputRow(NamedTuple):
-    """One input served (the drift window): when, by which version, the six raw readings."""
+    """One input served (the drift window): when, by which version, the readings in feature order."""
 
     time: str
     model_version: str
-    type: str
-    air_temperature_k: float
-    process_temperature_k: float
-    rotational_speed_rpm: float
-    torque_nm: float
-    tool_wear_min: float
+    values: tuple[Value, ...]
 
 
 class PendingPrediction(NamedTuple):
@@ -35,26 +33,12 @@ class PendingPrediction(NamedTuple):
 
     time: str
     model_version: str
-    type: str
-    air_temperature_k: float
-    process_temperature_k: float
-    rotational_speed_rpm: float
-    torque_nm: float
-    tool_wear_min: float
+    values: tuple[Value, ...]  # the readings in feature order
     probability: float
     predicted: int  # the served label
 
     def inputs(self) -> InputRow:
-        return InputRow(
-            self.time,
-            self.model_version,
-            self.type,
-            self.air_temperature_k,
-            self.process_temperature_k,
-            self.rotational_speed_rpm,
-            self.torque_nm,
-            self.tool_wear_min,
-        )
+        return InputRow(self.time, self.model_version, self.values)
 
 
 class OrphanLabel(NamedTuple):
@@ -73,23 +57,36 @@ class WindowRow(NamedTuple):
     probability: float
 
 
-# The drift window's columns: time, model_version and the model's raw inputs (shared.features.RAW_COLUMNS).
-INPUT_COLUMNS = list(InputRow._fields)
+def input_columns(dataset: DatasetConfig) -> list[str]:
+    """The drift window's columns: time, model_version and the features in order."""
+    return ["time", "model_version", *dataset.feature_names]
 
 
-def compact_prediction(rec: PredictionRecord) -> PendingPrediction:
-    """The prediction as a pending row; ValueError/KeyError/TypeError if its inputs are not six valid readings."""
-    inputs = rec.inputs
-    ptype = inputs["type"]
-    if ptype not in TYPE_CODES:
-        raise ValueError(f"unknown product type {ptype!r}")
-    air, process, speed, torque, wear = (float(inputs[c]) for c in NUMERIC_FEATURES)
+def readings(inputs: dict, dataset: DatasetConfig) -> tuple[Value, ...]:
+    """A logged prediction's inputs as values in feature order; ValueError/KeyError/TypeError names what is wrong."""
+    out: list[Value] = []
+    for c in dataset.features:
+        if c.name not in inputs:
+            raise KeyError(f"inputs lack {c.name}")
+        v = inputs[c.name]
+        if isinstance(c, CategoricalColumn):
+            if not isinstance(v, str) or v not in c.levels:
+                raise ValueError(f"{c.name}: {v!r} is not one of its levels {c.levels}")
+            out.append(v)
+        else:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{c.name}: {v!r} is not a finite number")
+            out.append(float(v))
+    return tuple(out)
+
+
+def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> PendingPrediction:
+    """The prediction as a pending row; ValueError/KeyError/TypeError if its inputs are not valid readings."""
+    values = readings(rec.inputs, dataset)
     probability = float(rec.probability)
-    if not all(map(math.isfinite, (air, process, speed, torque, wear, probability))):
-        raise ValueError("inputs and probability must be finite numbers")
-    return PendingPrediction(
-        rec.time, rec.model_version, ptype, air, process, speed, torque, wear, probability, int(rec.label)
-    )
+    if not math.isfinite(probability):
+        raise ValueError("probability must be a finite number")
+    return PendingPrediction(rec.time, rec.model_version, values, probability, int(rec.label))
 
 
 class Window(BaseModel):

@@ -13,8 +13,10 @@ Saved atomically after every ingest step, together with the committed length of 
 
 One pydantic model is both the in-memory state and the file's schema: `load_state` validates the file
 through it (a hand-edited or damaged file is refused naming the key, never a crash in the middle of a
-cycle) and `save_state` writes its JSON. Rows are NamedTuples (services.monitor.rows), saved as the
-JSON arrays of format 1. `recover_labelled` cuts the labelled file back to the committed length on start
+cycle) and `save_state` writes its JSON. Rows are NamedTuples (services.monitor.rows), saved as JSON arrays
+whose readings are one nested array in feature order (format 2; `features` names them). A format 1 file (the
+readings spread flat in the row) is read and saved as format 2; a state whose features are not the dataset's
+is refused (`check_features`). `recover_labelled` cuts the labelled file back to the committed length on start
 (bytes beyond it are an interrupted step's, read again from the saved offsets).
 """
 
@@ -36,7 +38,8 @@ from shared.paths import Paths
 
 log = logging.getLogger(__name__)
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 class LabelledLength(BaseModel):
@@ -57,6 +60,7 @@ class MonitorState(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     format: int = STATE_FORMAT
+    features: list[str] | None = None  # the readings' names, in order (None: a format 1 file, not recorded)
     offsets: dict[str, NonNegativeInt] = Field(default_factory=dict)
     labelled: LabelledLength = Field(default_factory=lambda: LabelledLength(bytes=0, rows=0))
     pending: dict[str, PendingPrediction] = Field(default_factory=dict)
@@ -90,8 +94,10 @@ def load_state(path: Path) -> MonitorState:
         raw = json.loads(path.read_bytes())
         if not isinstance(raw, dict):
             raise ValueError(f"top level must be a JSON object, got {type(raw).__name__}")
-        if raw.get("format") != STATE_FORMAT:
-            raise ValueError(f"format: {raw.get('format')!r}, expected {STATE_FORMAT}")
+        if raw.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"format: {raw.get('format')!r}, expected one of {list(READABLE_FORMATS)}")
+        if raw["format"] == 1:
+            raw = _from_format_1(raw)
         return MonitorState.model_validate(raw)
     except (ValueError, TypeError, OSError) as e:
         reason = explain(e) if isinstance(e, ValidationError) else str(e)
@@ -99,6 +105,34 @@ def load_state(path: Path) -> MonitorState:
             f"monitor state {path} is unreadable ({reason}); move it aside to start counting from scratch "
             "(the labelled file next to it must then be moved as well)"
         ) from e
+
+
+def _from_format_1(raw: dict) -> dict:
+    """Format 1 rows spread the readings flat: [time, version, *readings, probability, predicted] (pending) and
+    [time, version, *readings] (recent_inputs). Nest them; a row too short to hold readings is left for the
+    validation to name."""
+    raw = dict(raw, format=STATE_FORMAT)
+    pending = raw.get("pending")
+    if isinstance(pending, dict):
+        raw["pending"] = {
+            k: [*r[:2], r[2:-2], *r[-2:]] if isinstance(r, list) and len(r) > 4 else r for k, r in pending.items()
+        }
+    inputs = raw.get("recent_inputs")
+    if isinstance(inputs, list):
+        raw["recent_inputs"] = [[*r[:2], r[2:]] if isinstance(r, list) and len(r) > 2 else r for r in inputs]
+    return raw
+
+
+def check_features(path: Path, state: MonitorState, features: list[str]) -> None:
+    """Refuse a state whose rows hold other readings than the dataset's features (the dataset changed)."""
+    counts = {len(r.values) for r in state.pending.values()} | {len(r.values) for r in state.recent_inputs}
+    if (state.features is not None and state.features != features) or counts - {len(features)}:
+        held = state.features if state.features is not None else f"{sorted(counts)} value(s) per row"
+        raise DataValidationError(
+            f"monitor state {path} holds readings of {held}, not of the dataset's features {features}; move it "
+            "aside (with the labelled file next to it) to start counting from scratch"
+        )
+    state.features = list(features)
 
 
 def save_state(path: Path, state: MonitorState) -> None:

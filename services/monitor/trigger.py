@@ -1,6 +1,6 @@
 """The retrain trigger: one message per condition, with its evidence.
 
-A condition is the set of checks that fired on the serving model version (e.g. {"drift:air_temperature_k",
+A condition is the set of checks that fired on the serving model version (e.g. {"drift:<a numeric feature>",
 "performance:f1"}). A message is sent when checks fire, unless the last trigger was for the same serving
 version, less than `monitoring.cooldown_s` ago, and covered every check firing now (no new check).
 So a persisting condition sends one message; after the cooldown, or once a new model version serves,

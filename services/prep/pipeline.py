@@ -1,16 +1,14 @@
-"""prep: raw CSV -> v1_raw -> v2_cleaned -> v3_split (train / production) -> v4_day2 sets.
+"""prep: raw CSV -> v1_raw -> v2_cleaned -> v3_split (train / production) -> v4_day2 sets, from config alone.
 
-Cleaning rules (v2_cleaned):
-- column names to snake_case (shared.features.SOURCE_TO_SNAKE); the exact source header is required;
-- types checked: integer udi, text product_id, type in {L, M, H}, numeric sensors, 0/1 flags; no missing value;
-- physical ranges checked against deployment.input_ranges (the same ranges inference enforces);
-- rows sorted by udi, which must be unique;
-- the label is `machine_failure` as recorded. The data's quirks are kept, not "fixed": failures with no
-  mode flag stay failures, and rows with RNF=1 but machine_failure=0 stay non-failures, because the
-  label is what the plant recorded and the mode flags are never used (they are the label in disguise).
-  Their counts are recorded in the manifest parameters.
-The failure-mode columns and identifiers stay in the tables for analysis; shared.features keeps them out
-of every feature set.
+Everything about the data comes from the dataset section of config.yaml (shared.dataset.DatasetConfig): the
+raw file and its sha256, the columns and their names, kinds, levels and ranges, the time order and the label.
+- v1_raw: the raw file, byte for byte, once its sha256 and its header (every configured column) are checked;
+- v2_cleaned: services.prep.clean (names, types, levels, label values, ranges, unique time order, sorted);
+- v3_split: the first data.train_rows rows in time order to train on, the last data.production_rows as the
+  later timeframe;
+- v4_day2: that later timeframe as is, plus one set per seeded drift recipe (services.prep.recipes).
+Each file is one manifest entry (shared.datastore); a crash leaves the entries written so far, and a second
+run with the same raw file, code and config writes nothing new.
 """
 
 from __future__ import annotations
@@ -18,72 +16,28 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from services.prep.clean import check_source, clean, read_raw
 from services.prep.recipes import apply_recipe
 from shared.atomic import atomic_write_text
 from shared.config import Settings
 from shared.datastore import DataStore, check_raw
 from shared.errors import DataValidationError
-from shared.features import FAILURE_MODES, LABEL, NUMERIC_FEATURES, SOURCE_COLUMNS, SOURCE_TO_SNAKE, TYPE_CODES
 from shared.paths import Paths
 
 log = logging.getLogger(__name__)
 PRODUCER = "services.prep.pipeline"
-ATTRIBUTION = """AI4I 2020 Predictive Maintenance Dataset (derived files)
-
-Derived from: S. Matzka, "AI4I 2020 Predictive Maintenance Dataset", UCI Machine Learning Repository,
-2020, https://doi.org/10.24432/C5HS5C. License: Creative Commons Attribution 4.0 International (CC BY 4.0).
-The files here were produced by Clockwork's prep service; manifest.txt records how.
-"""
 
 
-def validate_source(df: pd.DataFrame, where: Path) -> None:
-    if list(df.columns) != SOURCE_COLUMNS:
-        raise DataValidationError(f"{where}: header {list(df.columns)} differs from the expected {SOURCE_COLUMNS}")
-    if df.isna().any().any():
-        bad = df.columns[df.isna().any()].tolist()
-        raise DataValidationError(f"{where}: missing values in columns {bad}")
-
-
-def clean(raw: pd.DataFrame, *, ranges: dict[str, tuple[float, float]], where: Path) -> tuple[pd.DataFrame, dict]:
-    df = raw.rename(columns=SOURCE_TO_SNAKE)
-    int_cols = ["udi", "rotational_speed_rpm", "tool_wear_min", LABEL, *FAILURE_MODES]
-    for col in int_cols + ["air_temperature_k", "process_temperature_k", "torque_nm"]:
-        if not pd.api.types.is_numeric_dtype(df[col]):
-            raise DataValidationError(f"{where}: column {col} must be numeric, got {df[col].dtype}")
-    for col in int_cols:
-        if not (df[col] == df[col].round()).all():
-            raise DataValidationError(f"{where}: column {col} must hold whole numbers")
-        df[col] = df[col].astype(np.int64)
-    for col in [LABEL, *FAILURE_MODES]:
-        bad = ~df[col].isin([0, 1])
-        if bad.any():
-            raise DataValidationError(f"{where}: column {col} must be 0/1; udi {df.loc[bad, 'udi'].head(5).tolist()}")
-    bad_type = ~df["type"].isin(list(TYPE_CODES))
-    if bad_type.any():
-        raise DataValidationError(
-            f"{where}: type must be one of {sorted(TYPE_CODES)}; udi {df.loc[bad_type, 'udi'].head(5).tolist()}"
-        )
-    for col in NUMERIC_FEATURES:
-        low, high = ranges[col]
-        out = (df[col] < low) | (df[col] > high)
-        if out.any():
-            raise DataValidationError(
-                f"{where}: {col} outside physical range [{low}, {high}] at udi {df.loc[out, 'udi'].head(5).tolist()}"
-            )
-    if df["udi"].duplicated().any():
-        raise DataValidationError(f"{where}: duplicate udi {df.loc[df['udi'].duplicated(), 'udi'].head(5).tolist()}")
-    df = df.sort_values("udi", kind="stable").reset_index(drop=True)
-    any_mode = df[FAILURE_MODES].sum(axis=1) > 0
-    quirks = {
-        "failures_without_mode_flag": int(((df[LABEL] == 1) & ~any_mode).sum()),
-        "mode_flag_without_failure": int(((df[LABEL] == 0) & any_mode).sum()),
-        "rule": "label = machine_failure as recorded; mode flags kept for analysis, "
-        "never features, never used to change the label",
-    }
-    return df, quirks
+def attribution_text(settings: Settings) -> str:
+    """The note written beside the derived files: where the data comes from (dataset.attribution)."""
+    ds = settings.dataset
+    source = ds.attribution or f"the raw file {ds.raw_file} (sha256 {ds.raw_sha256})"
+    return (
+        f"{ds.name} (derived files)\n\nDerived from: {source}.\n"
+        "The files here were produced by Clockwork's prep service; manifest.txt records how.\n"
+    )
 
 
 def run(settings: Settings) -> list:
@@ -91,8 +45,8 @@ def run(settings: Settings) -> list:
     paths = Paths.from_settings(settings)
     store = DataStore(paths=paths)
     data = settings.data
+    dataset = settings.dataset
     v = data.versions
-    ranges = settings.deployment.input_ranges
     entries = []
 
     raw_sha = check_raw(paths)
@@ -101,8 +55,8 @@ def run(settings: Settings) -> list:
     # v1_raw: the raw file as ingested, schema-checked, byte for byte.
     step = store.begin(producer=PRODUCER, inputs=[paths.raw_file])
     raw_bytes = paths.raw_file.read_bytes()
-    raw = pd.read_csv(paths.raw_file)
-    validate_source(raw, paths.raw_file)
+    raw = read_raw(paths.raw_file, dataset)
+    check_source(raw, dataset, where=paths.raw_file)
     v1_path = paths.data_version_dir(v.raw) / paths.raw_file.name
     entries.append(
         store.write_bytes(
@@ -111,14 +65,14 @@ def run(settings: Settings) -> list:
             path=v1_path,
             data=raw_bytes,
             rows=len(raw),
-            params={"step": "ingest", "schema": SOURCE_COLUMNS},
+            params={"step": "ingest", "schema": [str(c) for c in raw.columns]},
         )
     )
-    _attribution(paths.processed_dir)
+    _attribution(paths.processed_dir, attribution_text(settings))
 
     # v2_cleaned
     step = store.begin(producer=PRODUCER, inputs=[v1_path])
-    cleaned, quirks = clean(pd.read_csv(v1_path), ranges=ranges, where=v1_path)
+    cleaned, clean_params = clean(read_raw(v1_path, dataset), dataset, where=v1_path)
     v2_path = paths.data_version_dir(v.cleaned) / "cleaned.csv"
     entries.append(
         store.write_table(
@@ -126,11 +80,11 @@ def run(settings: Settings) -> list:
             data_version=v.cleaned,
             path=v2_path,
             df=cleaned,
-            params={"step": "clean", "ranges": {k: list(r) for k, r in ranges.items()}, **quirks},
+            params={"step": "clean", **clean_params},
         )
     )
 
-    # v3_split: chronological by udi.
+    # v3_split: chronological (the cleaned rows are sorted by the time order).
     if data.train_rows + data.production_rows != len(cleaned):
         raise DataValidationError(
             f"data.train_rows ({data.train_rows}) + data.production_rows ({data.production_rows}) must equal the "
@@ -141,7 +95,7 @@ def run(settings: Settings) -> list:
     production = cleaned.iloc[data.train_rows :].reset_index(drop=True)
     split_params = {
         "step": "split",
-        "order": "udi ascending",
+        "order": f"{dataset.order.name} ascending",
         "train_rows": data.train_rows,
         "production_rows": data.production_rows,
     }
@@ -151,7 +105,7 @@ def run(settings: Settings) -> list:
             data_version=v.split,
             path=paths.train_file(v.split),
             df=train,
-            params={**split_params, "part": "train", "udi_range": [int(train.udi.iloc[0]), int(train.udi.iloc[-1])]},
+            params={**split_params, "part": "train", "order_range": _span(train, dataset.order.name)},
         )
     )
     prod_path = paths.data_version_dir(v.split) / "production.csv"
@@ -164,7 +118,7 @@ def run(settings: Settings) -> list:
             params={
                 **split_params,
                 "part": "production",
-                "udi_range": [int(production.udi.iloc[0]), int(production.udi.iloc[-1])],
+                "order_range": _span(production, dataset.order.name),
             },
         )
     )
@@ -182,21 +136,31 @@ def run(settings: Settings) -> list:
         )
     )
     for recipe in data.day2.recipes:
-        drifted = apply_recipe(production, recipe, seed=data.day2.seed, ranges=ranges)
+        drifted = apply_recipe(production, recipe, seed=data.day2.seed, dataset=dataset)
         entries.append(
             store.write_table(
                 step,
                 data_version=v.day2,
                 path=day2_dir / f"{recipe.name}.csv",
                 df=drifted,
-                params={"step": "day2", "seed": data.day2.seed, "recipe": recipe.model_dump(mode="json")},
+                params={
+                    "step": "day2",
+                    "seed": data.day2.seed,
+                    "recipe": recipe.model_dump(mode="json", exclude_none=True),
+                },
             )
         )
-    _attribution(paths.production_dir)
+    _attribution(paths.production_dir, attribution_text(settings))
     return entries
 
 
-def _attribution(folder: Path) -> None:
+def _span(df: pd.DataFrame, order: str) -> list:
+    """The first and last time-order values of a part (JSON-native)."""
+    first, last = df[order].iloc[0], df[order].iloc[-1]
+    return [v.item() if hasattr(v, "item") else v for v in (first, last)]
+
+
+def _attribution(folder: Path, text: str) -> None:
     target = folder / "ATTRIBUTION.md"
-    if not target.is_file() or target.read_text(encoding="utf-8") != ATTRIBUTION:
-        atomic_write_text(target, ATTRIBUTION)
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        atomic_write_text(target, text)

@@ -337,7 +337,7 @@ def test_lineage_route_shows_the_chain_of_a_prediction(client, served):
     chain = r.json()
     assert chain["prediction"]["request_id"] == rid and chain["model"]["version"] == "v1"
     assert chain["data"]["version"] == served.data.version
-    assert chain["raw"]["files"][0]["sha256_on_disk"] == served.data.raw_sha256
+    assert chain["raw"]["files"][0]["sha256_on_disk"] == served.dataset.raw_sha256
     missing = client.get("/lineage/no-such-request")
     assert missing.status_code == 404 and "no-such-request" in missing.json()["detail"]
     bad = client.get("/lineage/" + "x" * 200)

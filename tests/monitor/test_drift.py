@@ -27,7 +27,7 @@ def data(prepped_template):
 def test_natural_split_flags_air_temperature_not_speed_torque_or_wear(data, rows):
     settings, paths, train = data
     window = day2(paths, "natural").iloc[-rows:]
-    rep = drift_report(train, window, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
+    rep = drift_report(train, window, dataset=settings.dataset, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
     assert rep.status == "ok"
     assert "air_temperature_k" in rep.flagged
     assert not UNTOUCHED & set(rep.flagged)
@@ -42,7 +42,7 @@ def test_natural_split_flags_air_temperature_not_speed_torque_or_wear(data, rows
 def test_a_drift_recipe_flags_its_feature_and_not_the_untouched_ones(data, recipe, column):
     settings, paths, train = data
     window = day2(paths, recipe).iloc[-500:]
-    rep = drift_report(train, window, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
+    rep = drift_report(train, window, dataset=settings.dataset, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
     assert column in rep.flagged
     # The recipe is applied to the later timeframe, so air (and process) temperature drift naturally too;
     # the features neither the recipe nor time touched stay quiet.
@@ -52,14 +52,14 @@ def test_a_drift_recipe_flags_its_feature_and_not_the_untouched_ones(data, recip
 def test_nothing_is_flagged_below_the_minimum_sample(data):
     settings, paths, train = data
     window = day2(paths, "torque_shift").iloc[: settings.monitoring.drift_min_samples - 1]
-    rep = drift_report(train, window, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
+    rep = drift_report(train, window, dataset=settings.dataset, thresholds=settings.monitoring.thresholds, min_samples=settings.monitoring.drift_min_samples)
     assert rep.status == "insufficient_data" and rep.flagged == []
 
 
 def test_same_distribution_is_not_flagged(data):
     settings, _, train = data
     shuffled = train.sample(frac=1.0, random_state=0)  # air temperature wanders with time: compare like with like
-    rep = drift_report(shuffled.iloc[:6500], shuffled.iloc[6500:], thresholds=settings.monitoring.thresholds, min_samples=200)
+    rep = drift_report(shuffled.iloc[:6500], shuffled.iloc[6500:], dataset=settings.dataset, thresholds=settings.monitoring.thresholds, min_samples=200)
     assert rep.flagged == []
 
 
@@ -77,5 +77,5 @@ def test_type_shift_is_flagged_by_chi_square(data):
     settings, paths, train = data
     window = day2(paths, "natural").iloc[-500:].copy()
     window["type"] = np.where(np.arange(500) % 2 == 0, "H", window["type"])
-    rep = drift_report(train, pd.DataFrame(window), thresholds=settings.monitoring.thresholds, min_samples=200)
+    rep = drift_report(train, pd.DataFrame(window), dataset=settings.dataset, thresholds=settings.monitoring.thresholds, min_samples=200)
     assert "type" in rep.flagged and rep.features["type"].effect_size["cramers_v"] > 0.1

@@ -8,12 +8,12 @@ import pytest
 from services.monitor.ingest import Ingestor
 from services.monitor.reader import LogDir, read_complete_lines
 from services.monitor.state import MonitorState, load_state, recover_labelled, save_state
-from shared.labelled import COLUMNS, labelled_file, load_labelled
+from shared.labelled import columns, labelled_file, load_labelled
 from tests.monitor.helpers import append, day2, prediction_lines, raw_columns_equal
 
 
 def ingestor(paths, **kw) -> Ingestor:
-    return Ingestor(paths=paths, window_size=500, drift_window=500, **kw)
+    return Ingestor(paths=paths, dataset=paths.settings.dataset, window_size=500, drift_window=500, **kw)
 
 
 def test_reader_returns_complete_lines_only_and_resumes_from_offset(tmp_path):
@@ -61,7 +61,7 @@ def test_labels_join_once_whatever_the_order_and_duplicates_are_ignored(paths):
     append(paths.feedback_log_dir / "i1.jsonl", fbs[250:])
     ing.run(state)
     got = load_labelled(paths)
-    assert list(got.columns) == COLUMNS
+    assert list(got.columns) == columns(paths.settings.dataset)
     assert len(got) == 300 and got["request_id"].is_unique and set(got["request_id"]) == set(ids)
     assert raw_columns_equal(got.reset_index(drop=True), df.reset_index(drop=True))  # oldest first = log order here
     assert state.counts["v1"].model_dump() == {"predictions": 300, "labelled": 300, "positives": int(df.machine_failure.sum())}
@@ -132,7 +132,10 @@ def test_state_round_trips_unchanged(paths):
 
 def test_load_labelled_is_empty_with_the_contract_columns_before_any_label(paths):
     df = load_labelled(paths)
-    assert df.empty and list(df.columns) == COLUMNS
+    assert df.empty and list(df.columns) == columns(paths.settings.dataset)
+    assert list(df.columns) == ["type", "air_temperature_k", "process_temperature_k", "rotational_speed_rpm",
+                                "torque_nm", "tool_wear_min", "machine_failure", "request_id", "time", "model_version"]
+    assert str(df.dtypes["type"]) == "object" and str(df.dtypes["machine_failure"]) == "int64"
 
 
 def test_waiting_records_beyond_the_configured_caps_are_dropped_oldest_first_and_counted(paths):

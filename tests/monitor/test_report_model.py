@@ -15,8 +15,8 @@ from services.monitor.report_model import (
     MonitorReport,
     PerformanceCheckEntry,
 )
-from services.monitor.rows import INPUT_COLUMNS, InputRow, OrphanLabel, PendingPrediction, WindowRow
-from services.monitor.state import load_state, save_state
+from services.monitor.rows import InputRow, OrphanLabel, PendingPrediction, WindowRow, input_columns
+from services.monitor.state import check_features, load_state, save_state
 from shared.errors import DataValidationError
 from shared.features import RAW_COLUMNS
 from shared.paths import RedisKeys
@@ -61,20 +61,18 @@ def test_a_report_of_another_schema_or_with_an_unknown_key_is_refused(trained, p
         MonitorReport.model_validate(data | {"report_format": 1})
 
 
-def test_the_drift_window_columns_are_time_version_and_the_model_inputs():
-    assert INPUT_COLUMNS == ["time", "model_version"] + RAW_COLUMNS
+def test_the_drift_window_columns_are_time_version_and_the_model_inputs(trained):
+    assert input_columns(trained.dataset) == ["time", "model_version"] + RAW_COLUMNS
 
 
-def test_a_format_1_state_file_loads_into_named_rows_and_saves_the_same_arrays(tmp_path):
-    t = "2026-01-01T00:00:00.000000Z"
-    pending = [t, "v1", "L", 300.0, 310.0, 1500.0, 40.0, 10.0, 0.25, 0]
-    data = {
-        "format": 1,
+def _state_file(t: str, pending: list, recent: list, fmt: int) -> dict:
+    return {
+        "format": fmt,
         "offsets": {"predictions/i1.jsonl": 120},
         "labelled": {"bytes": 10, "rows": 1},
         "pending": {"r1": pending},
         "orphans": {"r2": [t, 1]},
-        "recent_inputs": [pending[:8]],
+        "recent_inputs": [recent],
         "windows": {"v1": [[t, 1, 0, 0.25]]},
         "counts": {"v1": {"predictions": 2, "labelled": 1, "positives": 1}},
         "totals": {"predictions_read": 2},
@@ -84,17 +82,50 @@ def test_a_format_1_state_file_loads_into_named_rows_and_saves_the_same_arrays(t
         "cycles": 3,
         "updated_at": t,
     }
+
+
+def test_a_state_file_loads_into_named_rows_with_typed_values_and_saves_the_same_arrays(tmp_path):
+    t = "2026-01-01T00:00:00.000000Z"
+    readings = ["L", 300.0, 310.0, 1500.0, 40.0, 10.0]
+    data = _state_file(t, [t, "v1", readings, 0.25, 0], [t, "v1", readings], 2) | {"features": RAW_COLUMNS}
     path = tmp_path / "state.json"
     path.write_text(json.dumps(data))
     state = load_state(path)
     row = state.pending["r1"]
-    assert isinstance(row, PendingPrediction) and (row.model_version, row.torque_nm, row.predicted) == ("v1", 40.0, 0)
+    assert isinstance(row, PendingPrediction) and (row.model_version, row.values[4], row.predicted) == ("v1", 40.0, 0)
+    assert row.values == ("L", 300.0, 310.0, 1500.0, 40.0, 10.0) and isinstance(row.values[3], float)
     assert state.orphans["r2"] == OrphanLabel(time=t, label=1)
     assert state.recent_inputs == [row.inputs()] and isinstance(state.recent_inputs[0], InputRow)
     assert state.windows["v1"] == [WindowRow(time=t, label=1, predicted=0, probability=0.25)]
     assert state.last_trigger.message_id == "m1" and state.counts["v1"].positives == 1
     save_state(path, state)
     assert json.loads(path.read_text()) == data  # the same layout on disk
+
+
+def test_a_format_1_state_file_with_flat_readings_is_read_and_saved_as_format_2(tmp_path, trained):
+    t = "2026-01-01T00:00:00.000000Z"
+    readings = ["L", 300.0, 310.0, 1500.0, 40.0, 10.0]
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(_state_file(t, [t, "v1", *readings, 0.25, 0], [t, "v1", *readings], 1)))
+    state = load_state(path)
+    assert state.pending["r1"] == PendingPrediction(t, "v1", tuple(readings), 0.25, 0)
+    assert state.recent_inputs == [InputRow(t, "v1", tuple(readings))]
+    check_features(path, state, trained.dataset.feature_names)
+    save_state(path, state)
+    saved = json.loads(path.read_text())
+    assert saved == _state_file(t, [t, "v1", readings, 0.25, 0], [t, "v1", readings], 2) | {"features": RAW_COLUMNS}
+
+
+def test_a_state_of_other_features_is_refused_in_one_line(tmp_path, trained):
+    t = "2026-01-01T00:00:00.000000Z"
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(_state_file(t, [t, "v1", ["L", 1.0], 0.25, 0], [t, "v1", ["L", 1.0]], 2)))
+    with pytest.raises(DataValidationError, match=r"holds readings of \[2\] value\(s\) per row, not of the dataset's"):
+        check_features(path, load_state(path), trained.dataset.feature_names)
+    path.write_text(json.dumps(_state_file(t, [t, "v1", ["L"] * 6, 0.25, 0], [t, "v1", ["L"] * 6], 2)
+                               | {"features": ["a", "b", "c", "d", "e", "f"]}))
+    with pytest.raises(DataValidationError, match=r"holds readings of \['a', 'b'.*move it aside"):
+        check_features(path, load_state(path), trained.dataset.feature_names)
 
 
 def test_a_damaged_trigger_record_in_the_state_is_refused_naming_the_key(tmp_path):

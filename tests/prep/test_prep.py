@@ -44,9 +44,9 @@ def test_prep_produces_every_version_with_one_manifest_entry_per_file(prepped):
         assert e.inputs and all(len(i.sha256) == 64 for i in e.inputs)
         assert e.git_commit
     # lineage: v1_raw comes from the pinned raw file
-    assert by_path[expected[0]].inputs[0].sha256 == prepped.data.raw_sha256
-    assert by_path[expected[1]].params["failures_without_mode_flag"] == 9
-    assert by_path[expected[1]].params["mode_flag_without_failure"] == 18
+    assert by_path[expected[0]].inputs[0].sha256 == prepped.dataset.raw_sha256
+    assert by_path[expected[1]].params["label_counts"] == {"failure": 339, "normal": 9661}
+    assert by_path[expected[2]].params["order_range"] == [1, 7000]
 
 
 def test_second_run_changes_nothing(prepped):
@@ -75,7 +75,7 @@ def test_flipped_byte_in_raw_file_is_refused_showing_both_hashes(project):
     raw.write_bytes(bytes(data))
     with pytest.raises(IntegrityError) as err:
         pipeline.run(project)
-    assert project.data.raw_sha256 in str(err.value)
+    assert project.dataset.raw_sha256 in str(err.value)
     assert sha256_file(raw) in str(err.value)
     assert not Paths.from_settings(project).manifest.exists()
 
@@ -102,10 +102,10 @@ def test_different_content_under_existing_version_is_refused(prepped):
 def test_changed_cleaning_under_same_version_name_is_refused(prepped, monkeypatch):
     original = pipeline.clean
 
-    def clean_differently(raw, **kw):
-        df, quirks = original(raw, **kw)
+    def clean_differently(raw, dataset, **kw):
+        df, params = original(raw, dataset, **kw)
         df.loc[0, "torque_nm"] = 50.0
-        return df, quirks
+        return df, params
 
     monkeypatch.setattr(pipeline, "clean", clean_differently)
     with pytest.raises(VersionExistsError, match="v2_cleaned"):
@@ -166,7 +166,7 @@ def test_drift_recipes_are_reproducible_and_touch_only_their_column(prepped):
     day2 = paths.production_version_dir(prepped.data.versions.day2)
     for recipe in prepped.data.day2.recipes:
         drifted = pd.read_csv(day2 / f"{recipe.name}.csv")
-        again = apply_recipe(prod, recipe, seed=prepped.data.day2.seed, ranges=prepped.deployment.input_ranges)
+        again = apply_recipe(prod, recipe, seed=prepped.data.day2.seed, dataset=prepped.dataset)
         assert drifted.equals(pd.read_csv(__import__("io").StringIO(again.to_csv(index=False))))
         others = [c for c in prod.columns if c != recipe.column]
         assert drifted[others].equals(prod[others])

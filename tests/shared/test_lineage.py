@@ -37,7 +37,7 @@ def test_lineage_walks_from_a_request_back_to_the_raw_file_and_the_commit(traine
     assert train_chain["inputs"][0]["inputs"][0]["data_version"] == "v1_raw"
     (raw,) = out["raw"]["files"]
     assert raw["path"] == "data/raw/ai4i2020.csv" and raw["is_raw"] and raw["matches_config_raw_sha256"]
-    assert raw["sha256"] == raw["sha256_on_disk"] == trained.data.raw_sha256
+    assert raw["sha256"] == raw["sha256_on_disk"] == trained.dataset.raw_sha256
     assert out["code"]["model_git"]["commit"] == md["git"]["commit"]
     assert out["code"]["data_git_commits"]
 
