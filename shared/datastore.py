@@ -47,8 +47,8 @@ def check_raw(paths: Paths) -> str:
     actual = sha256_file(paths.raw_file)
     if actual != expected:
         raise IntegrityError(
-            f"raw data file {paths.raw_file} changed: expected sha256 {expected} (dataset.raw_sha256), actual {actual}; "
-            "the raw data is immutable"
+            f"raw data file {paths.raw_file} changed: expected sha256 {expected} (dataset.raw_sha256), "
+            f"actual {actual}; the raw data is immutable"
         )
     return actual
 
