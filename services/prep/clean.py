@@ -4,7 +4,8 @@
 missing one and the file); `clean` returns the cleaned table:
 - the configured columns only, in the raw file's order, renamed from their source header to their name
   (unconfigured columns are dropped and recorded);
-- no missing value in a kept column;
+- no missing value in the time order, a feature or the label (a never-feature may be empty: a failure cause
+  exists only for failures);
 - the time-order column: whole numbers (kind integer) or ISO 8601 times (kind timestamp), unique; the rows are
   sorted by it (stable);
 - a numeric feature: numbers, finite, inside its declared range; a categorical feature: one of its levels;
@@ -68,7 +69,7 @@ def clean(raw: pd.DataFrame, dataset: DatasetConfig, *, where: Path) -> tuple[pd
     kept = [s for s in raw.columns if s in to_name]
     dropped = [str(s) for s in raw.columns if s not in to_name]
     df = raw[kept].rename(columns=to_name)
-    for col in df.columns:
+    for col in [dataset.order.name, *dataset.feature_names, dataset.label.name]:
         _refuse(df, df[col].isna(), col, "missing", where=where)
     _check_order(df, dataset, where=where)
     for feature in dataset.features:

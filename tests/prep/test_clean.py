@@ -96,3 +96,10 @@ def test_a_numeric_recipe_keeps_the_data_precision_and_the_range():
     assert out.pressure_bar.max() <= 10.0 and decimals(out.pressure_bar.to_numpy()) <= 2
     flow = apply_recipe(df, DriftRecipe(name="f", column="flow_l_s", kind="scale", value=1.33), seed=1, dataset=PUMPS)
     assert flow.flow_l_s.dtype == np.int64 and flow.flow_l_s.tolist() == [27, 40, 13, 53]
+
+
+def test_a_never_feature_may_be_empty_but_a_feature_may_not():
+    df, _ = clean(_raw(Pump=(1, None)), PUMPS, where=WHERE)  # e.g. a failure cause recorded only for failures
+    assert df.pump_id.isna().sum() == 1 and len(df) == 4
+    with pytest.raises(DataValidationError, match="site missing"):
+        clean(_raw(Site=(1, None)), PUMPS, where=WHERE)
