@@ -33,7 +33,9 @@ from shared.paths import Paths, check_model_version
 from shared.schemas import DEPLOYMENT_LOG_COLUMNS, parse_utc, utc_now
 
 SERVING_EVENTS = frozenset({"start", "swap"})
-EVENTS = frozenset({"start", "swap", "swap_failed", "promote", "rollback"})
+# config_rejected: an edit of config.yaml the running service refused (e.g. a pin that is no version name);
+# its version is the one that stays served.
+EVENTS = frozenset({"start", "swap", "swap_failed", "config_rejected", "promote", "rollback"})
 
 
 def _row_bytes(row: dict) -> bytes:

@@ -29,6 +29,7 @@ from typing import Any
 
 import uvicorn
 
+from services.inference.logs import check_not_held
 from shared.cli import Cli, answer
 from shared.config import Settings
 from shared.paths import Paths
@@ -153,6 +154,9 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     from services.inference.app import create_app
 
     app = create_app(settings, instance_id=args.instance_id)
+    svc = app.state.service
+    for held in (svc.prediction_log_path, svc.feedback_log_path):
+        check_not_held(held)  # a second instance with the same id: one line and exit 1, before uvicorn starts
     log.info(
         "serving on http://%s:%d (pinned %s, config %s)",
         settings.deployment.host,

@@ -274,6 +274,15 @@ class ConfigWatcher:
             log.error(
                 "%s: config.yaml edit not applied: %s; keeping model %s", self.holder.instance_id, e, self._serving()
             )
+            current = self.holder.current
+            if current is not None:  # the refused edit is a deployment record too (what stays served, and why)
+                await self.holder._log_row(
+                    event="config_rejected",
+                    version=current.version,
+                    previous=None,
+                    metadata=current.metadata,
+                    detail=f"config.yaml edit not applied: {e}",
+                )
             return
         self.holder.config_error = None
         changed = {

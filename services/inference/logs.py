@@ -93,6 +93,25 @@ class LogUnavailable(BadRequest):
         super().__init__(503, detail)
 
 
+def check_not_held(path: str | os.PathLike) -> None:
+    """Before a server starts: ClockworkError (one line) if another running instance holds the log at `path`.
+
+    The lock is taken and released at once; RecordLog takes it for good when the service starts.
+    """
+    p = Path(path)
+    if not p.exists():
+        return
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise ClockworkError(
+            f"{p} is held by another running instance: give each replica its own instance id ({INSTANCE_ENV})"
+        ) from None
+    finally:
+        os.close(fd)  # releases the lock if it was taken
+
+
 class RecordLog:
     """An append-only JSONL file this process alone writes (enforced with a flock)."""
 

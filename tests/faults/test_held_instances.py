@@ -75,11 +75,6 @@ def test_two_instances_on_one_volume_log_apart_and_a_duplicate_id_is_refused(ser
     assert held.read_bytes().endswith(b"\n") and len(held.read_bytes().splitlines()) == len(logs["inst-a"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the refused duplicate exits with uvicorn's code 3 and logs a lifespan traceback; services/inference/"
-    "__main__.py documents exit 1 when the app did not start, and the house standard is one clear line",
-)
 def test_a_duplicate_instance_exits_1_with_one_line_and_no_traceback(served, tmp_path):
     a = Inference(served, "inst-a", log=tmp_path / "a.log")
     try:
