@@ -189,7 +189,8 @@ class Thresholds(_Strict):
 class ReplayConfig(_Strict):
     rate_per_s: PosFloat
     feedback_delay_s: Annotated[float, Field(ge=0)]
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    # null: this host's inference at deployment.port (so CLOCKWORK_PORT moves replay too)
+    url: Annotated[str, Field(pattern=r"^https?://")] | None
 
 
 class GateConfig(_Strict):
@@ -275,6 +276,18 @@ class Settings(_Strict):
     @property
     def project_root(self) -> Path:
         return self.config_path.resolve().parent
+
+    @property
+    def local_url(self) -> str:
+        """The inference service of this config as a client on this host reaches it (a wildcard bind -> loopback)."""
+        host = self.deployment.host
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        return f"http://{host}:{self.deployment.port}"
+
+    @property
+    def replay_url(self) -> str:
+        """Where replay sends traffic: monitoring.replay.url, else this host's inference (`local_url`)."""
+        return self.monitoring.replay.url or self.local_url
 
     @property
     def volume(self) -> Path:

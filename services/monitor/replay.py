@@ -22,7 +22,7 @@ import pandas as pd
 import requests
 from tqdm import tqdm
 
-from shared.config import Settings
+from shared.config import Settings, api_key_from_env
 from shared.dataset import CategoricalColumn, DatasetConfig
 from shared.datastore import DataStore
 from shared.errors import ReplayError
@@ -230,9 +230,12 @@ def replay(
     path, df = load_dataset(paths, dataset, limit=limit)
     rate = cfg.rate_per_s if rate is None else rate
     delay = cfg.feedback_delay_s if feedback_delay is None else feedback_delay
-    url = url or cfg.url
+    url = url or settings.replay_url
     log.info("replaying %d row(s) of %s to %s at %.1f req/s, labels after %.1f s", len(df), path, url, rate, delay)
     with requests.Session() as session:
+        key = api_key_from_env()
+        if key:  # /feedback is keyed when the service has a key: send it (never logged)
+            session.headers["X-API-Key"] = key
         return Replayer(
             dataset=settings.dataset, url=url, rate=rate, feedback_delay=delay, session=session, progress=progress
         ).run(df)

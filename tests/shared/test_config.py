@@ -150,3 +150,11 @@ def test_a_typo_names_the_unknown_key_first(tmp_path):
     message = str(err.value)
     assert message.startswith(f"{path}: model_params.n_estimatorz: unknown key"), message
     assert "required key missing: model_params.n_estimators" in message
+
+
+def test_replay_follows_the_port_when_no_replay_url_is_set(tmp_path):
+    path = write_project(tmp_path)
+    assert load_settings(path, env={}).replay_url == "http://127.0.0.1:8000"
+    assert load_settings(path, env={"CLOCKWORK_PORT": "8123"}).replay_url == "http://127.0.0.1:8123"
+    moved = load_settings(path, env={"CLOCKWORK_PORT": "8123", "CLOCKWORK_REPLAY_URL": "http://nginx:8080"})
+    assert moved.replay_url == "http://nginx:8080"
