@@ -4,6 +4,8 @@
 #   scripts/dev.sh test    setup, then run the test suite
 #   scripts/dev.sh lint    setup, then ruff and mypy over services/ and shared/
 #   scripts/dev.sh local   setup, then run the whole system as local processes with an embedded Redis
+#   scripts/dev.sh reset   a clean slate: delete the runtime state under volumes/ (everything but the committed raw
+#                          data) and pin deployment.model_version back to v1 (stop the system first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -32,7 +34,19 @@ shift || true
 case "$cmd" in
   setup) setup ;;
   test) setup; exec .venv/bin/python -m pytest "$@" ;;
+  reset)
+    setup
+    # Runtime state is what git ignores under volumes/ (the raw data is committed and stays).
+    git clean -fdX -q -- volumes/
+    .venv/bin/python - <<'PY'
+from pathlib import Path
+from shared.atomic import atomic_write_text
+from shared.pin import edit_pin_text
+cfg = Path("config.yaml")
+atomic_write_text(cfg, edit_pin_text(cfg.read_text(), "v1"))
+PY
+    echo "reset: volumes/ holds only the raw data; config.yaml pins v1 (docker: also 'docker compose down -v')" ;;
   lint) setup; .venv/bin/ruff check services shared bench && exec .venv/bin/mypy ;;
   local) setup; exec .venv/bin/python scripts/run_local.py "$@" ;;
-  *) echo "usage: scripts/dev.sh setup|test|lint|local [args]" >&2; exit 2 ;;
+  *) echo "usage: scripts/dev.sh setup|test|lint|local|reset [args]" >&2; exit 2 ;;
 esac
