@@ -36,6 +36,7 @@ from services.inference.logs import (
 )
 from services.inference.metrics import NO_MODEL, Metrics
 from services.inference.predictor import Predictor
+from services.inference.reading import ReadingSchema
 from services.inference.schemas import BadRequest
 from shared.config import Settings
 from shared.paths import Paths
@@ -93,10 +94,13 @@ class Service:
         dep = settings.deployment
         self.threshold = dep.threshold
         self.max_body = dep.max_body_bytes
-        self.Reading = schemas.reading_model(dep.input_ranges)
+        self.reading = ReadingSchema.build(settings.dataset)  # the request model and encoder, from the dataset
+        self.Reading = self.reading.model
         self.Batch = schemas.batch_model(self.Reading, dep.max_batch_rows)
         self.metrics = Metrics()
-        self.holder = ModelHolder(paths=self.paths, metrics=self.metrics, instance_id=self.instance_id)
+        self.holder = ModelHolder(
+            paths=self.paths, metrics=self.metrics, instance_id=self.instance_id, probe=self.reading.probe()
+        )
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.clock = UtcClock()
         self.predictor = Predictor(
