@@ -82,14 +82,15 @@ def make_encoder(dataset: DatasetConfig) -> Callable[[dict[str, Any]], Row]:
         for i, col in enumerate(dataset.features)
         if isinstance(col, CategoricalColumn)
     ]
-    if len(names) == 1:
+    get: Callable[[dict[str, Any]], Any]
+    if len(names) == 1:  # itemgetter of one key returns the value itself, not a tuple
         (name,) = names
 
         def get(values: dict[str, Any]) -> tuple:
             return (values[name],)
 
     else:
-        get = operator.itemgetter(*names)
+        get = operator.itemgetter(*names)  # one C call for the whole row
     if not codes:
         return lambda values: list(get(values))
     if len(codes) == 1:

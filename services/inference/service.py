@@ -1,5 +1,6 @@
-"""`Service`: everything one inference app holds (settings, logs, metrics, the model holder, the watcher,
-the predictor), what its routes ask of it, and its start and stop.
+"""`Service`: everything one inference app holds (settings, the reading schema built from the dataset section
+(reading.py), logs, metrics, the model holder, the watcher, the predictor), what its routes ask of it, and its
+start and stop.
 
 Start (the app's lifespan): open this instance's prediction and feedback logs (file names from
 `Paths.prediction_log/feedback_log(instance_id)`, each held with a flock, see logs.py), load the pinned
