@@ -18,6 +18,7 @@ import orjson
 from fastapi import FastAPI, Request
 
 from services.inference import schemas
+from services.inference.reading import ReadingSchema
 from services.inference.routing import DirectRoute, JSONBytes, parse
 from shared.config import Settings, load_settings_or_exit
 
@@ -34,7 +35,7 @@ ANSWER = orjson.dumps(
 
 
 def create_baseline_app(settings: Settings, *, variant: str) -> FastAPI:
-    Reading = schemas.reading_model(settings.deployment.input_ranges)
+    Reading = ReadingSchema.build(settings.dataset).model
     limit = settings.deployment.max_body_bytes
     app = FastAPI(title=f"validation-only baseline ({variant})")
     if variant == "direct":

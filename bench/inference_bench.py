@@ -36,16 +36,14 @@ from bench.loadgen import Result, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 
-BODY = json.dumps(
-    {
-        "Type": "M",
-        "Air temperature [K]": 298.1,
-        "Process temperature [K]": 308.6,
-        "Rotational speed [rpm]": 1551,
-        "Torque [Nm]": 42.8,
-        "Tool wear [min]": 0,
-    }
-).encode()
+
+def reading_body(settings) -> bytes:
+    """The body every server is driven with: the example reading of the config's dataset section (the one the
+    service's document shows: mid-range values, first levels), keyed by the data set's own column names."""
+    from services.inference.reading import ReadingSchema
+
+    schema = ReadingSchema.build(settings.dataset)
+    return json.dumps(schema.by_source(schema.example)).encode()
 
 
 def free_port() -> int:
@@ -91,7 +89,7 @@ class Server:
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
 
-    def wait_ready(self, path: str, timeout: float = 60.0) -> None:
+    def wait_ready(self, path: str, body: bytes, timeout: float = 60.0) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -100,7 +98,7 @@ class Server:
             try:
                 r = httpx.post(
                     f"http://127.0.0.1:{self.port}{path}",
-                    content=BODY,
+                    content=body,
                     timeout=2,
                     headers={"Content-Type": "application/json"},
                 )
@@ -173,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from shared.paths import Paths
 
     settings = load_settings(config)
+    one_reading = reading_body(settings)
     inline_config = inline_variant(config)
     env = dict(os.environ, PYTHONPATH=str(ROOT), CLOCKWORK_LOG_LEVEL="WARNING")
     ports = {name: free_port() for name in ("service", "service-inline", "baseline-direct", "baseline-fastapi")}
@@ -242,13 +241,13 @@ def main(argv: list[str] | None = None) -> int:
     log_path = Paths.from_settings(settings).prediction_log_dir / "bench.jsonl"
     try:
         for s in servers.values():
-            s.wait_ready("/predict")
+            s.wait_ready("/predict", one_reading)
         lines_before = _count_lines(log_path)
 
         def drive(
             name: str,
             path: str = "/predict",
-            body: bytes = BODY,
+            body: bytes = one_reading,
             seconds: float = args.seconds,
             rate: float | None = None,
         ) -> Result:
@@ -351,10 +350,10 @@ def main(argv: list[str] | None = None) -> int:
         results["latency"] = latency
 
         batch = {}
-        reading = json.loads(BODY)
+        reading = json.loads(one_reading)
         for rows in () if args.quick else args.batch_rows:
-            body = json.dumps({"readings": [reading] * rows}).encode()
-            r = drive("service", path="/predict/batch", body=body, seconds=args.seconds)
+            rows_body = json.dumps({"readings": [reading] * rows}).encode()
+            r = drive("service", path="/predict/batch", body=rows_body, seconds=args.seconds)
             if r.errors:
                 raise SystemExit(f"/predict/batch with {rows} rows: {r.errors} failed ({r.statuses})")
             service_requests += r.requests * rows

@@ -31,14 +31,21 @@ from services.inference.routes import all_routes
 from services.inference.routing import SECURITY_SCHEMES, JSONBytes
 from services.inference.service import Service
 from shared.config import Settings, api_key_from_env
+from shared.dataset import DatasetConfig
 
 log = logging.getLogger(__name__)
 
-DESCRIPTION = (
-    "Failure probability of a milling machine from one sensor reading (UCI AI4I 2020). "
-    "Fields are accepted as snake_case (`torque_nm`) or as the data set's column names (`Torque [Nm]`). "
-    "Every prediction and every label is logged on the volume for the monitor."
-)
+
+def description(dataset: DatasetConfig) -> str:
+    """The document's description, from the dataset section (its name, attribution and one column's names)."""
+    col = dataset.features[-1]
+    source = f" ({dataset.attribution})" if dataset.attribution else ""
+    return (
+        f"Failure probability from one reading of the `{dataset.name}` data set{source}. "
+        f"Fields are accepted by name (`{col.name}`), by the data set's column names (`{col.source}`) or by "
+        "their aliases; each field states its unit and range, or its levels. "
+        "Every prediction and every label is logged on the volume for the monitor."
+    )
 
 
 _UNSET = object()
@@ -68,7 +75,7 @@ def create_app(settings: Settings, *, instance_id: str | None = None, api_key: s
     app = FastAPI(
         title="Clockwork inference",
         version="1",
-        description=DESCRIPTION,
+        description=description(settings.dataset),
         lifespan=svc.lifespan,
         exception_handlers={StarletteHTTPException: http_error, Exception: unexpected},
     )

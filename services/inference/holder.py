@@ -25,11 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from services.inference.metrics import Metrics, RouteMetrics
-from services.inference.schemas import EXAMPLE_READING
 from shared import deploylog
 from shared.config import Settings, load_settings
+from shared.dataset import ONNX_INPUT, ONNX_OUTPUT
 from shared.errors import ClockworkError, ConfigError
-from shared.features import ONNX_INPUT, ONNX_OUTPUT, RAW_COLUMNS, TYPE_CODES
 from shared.gitinfo import git_info
 from shared.onnx_model import OnnxModel, load_session
 from shared.paths import Paths
@@ -38,28 +37,26 @@ from shared.schemas import utc_now
 
 log = logging.getLogger(__name__)
 
-# A reading every model must answer with a probability in [0, 1] before it is served.
-PROBE = np.array(
-    [[TYPE_CODES[EXAMPLE_READING["type"]]] + [EXAMPLE_READING[c] for c in RAW_COLUMNS[1:]]] * 2, dtype=np.float32
-)
-
 
 @dataclass(eq=False)
 class ServingModel:
-    """One loaded, checked model version as served: session, metadata, one-row input and its metrics."""
+    """One loaded, checked model version as served: session, metadata, one-row input and its metrics.
+    `width`: the number of features of a reading (the dataset's), the width of `row`."""
 
     version: str
     model: OnnxModel
     metadata: dict
     onnx_sha256: str
     loaded_at: str
-    row: np.ndarray = field(default_factory=lambda: np.zeros((1, len(RAW_COLUMNS)), dtype=np.float32))
+    width: int
+    row: np.ndarray = field(init=False)
     predict_route: RouteMetrics | None = None
     batch_route: RouteMetrics | None = None
 
     def __post_init__(self) -> None:
         # One-row calls go through an IO binding on preallocated arrays: no input conversion, no output
         # allocation (a few microseconds of a ~10 us call). Used only on the event loop thread.
+        self.row = np.zeros((1, self.width), dtype=np.float32)
         session = self.model.session
         self._out = np.zeros((1, 1), dtype=np.float32)
         self._binding = session.io_binding()
@@ -76,21 +73,27 @@ class ServingModel:
         return self.model.predict_proba(readings)
 
 
-def load_serving_model(paths: Paths, version: str) -> ServingModel:
-    """Load `version` from the registry (sha256, no external data, signature) and check it answers. Blocking."""
+def load_serving_model(paths: Paths, version: str, *, probe: np.ndarray) -> ServingModel:
+    """Load `version` from the registry (sha256, no external data, signature) and check it answers `probe`
+    (float32 [2, F], a reading of the dataset as the model's input, reading.ReadingSchema.probe). Blocking."""
     model_bytes, metadata = Registry(paths=paths).load_verified(version)
     model = load_session(model_bytes, name=f"model {version}", features=paths.settings.dataset.feature_names)
     try:
-        probs = model.predict_proba(PROBE)
+        probs = model.predict_proba(probe)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
         raise ClockworkError(f"model {version}: fails on a probe reading: {e}") from e
-    if probs.shape != (len(PROBE),) or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.tolist()):
-        raise ClockworkError(f"model {version}: probe answer {probs!r} is not {len(PROBE)} probabilities in [0, 1]")
+    if probs.shape != (len(probe),) or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.tolist()):
+        raise ClockworkError(f"model {version}: probe answer {probs!r} is not {len(probe)} probabilities in [0, 1]")
     served = ServingModel(
-        version=version, model=model, metadata=metadata, onnx_sha256=metadata["onnx_sha256"], loaded_at=utc_now()
+        version=version,
+        model=model,
+        metadata=metadata,
+        onnx_sha256=metadata["onnx_sha256"],
+        loaded_at=utc_now(),
+        width=probe.shape[1],
     )
     row_probe = served.row
-    row_probe[0, :] = PROBE[0]
+    row_probe[0, :] = probe[0]
     single = served.predict_row()
     if abs(single - float(probs[0])) > 1e-6:
         raise ClockworkError(f"model {version}: one-row answer {single} differs from the batch answer {probs[0]}")
@@ -109,8 +112,9 @@ def _files_signature(paths: Paths, version: str) -> tuple:
 class ModelHolder:
     """The serving reference, the swap and what /ready reports."""
 
-    def __init__(self, *, paths: Paths, metrics: Metrics, instance_id: str) -> None:
+    def __init__(self, *, paths: Paths, metrics: Metrics, instance_id: str, probe: np.ndarray) -> None:
         self.paths = paths
+        self.probe = probe  # a reading every model must answer with a probability in [0, 1] before it is served
         self.metrics = metrics
         self.instance_id = instance_id
         self.current: ServingModel | None = None
@@ -141,7 +145,7 @@ class ModelHolder:
                 self.failed_pin = None
                 return True
             try:
-                new = await asyncio.to_thread(load_serving_model, self.paths, version)
+                new = await asyncio.to_thread(load_serving_model, self.paths, version, probe=self.probe)
             except (ClockworkError, OSError, ValueError, KeyError) as e:
                 await self._failed(version, old, e, reason)
                 return False

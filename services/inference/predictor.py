@@ -23,6 +23,7 @@ service stops runs on the next loop iterations like any other (the drain waits f
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,11 +54,12 @@ class Predictor:
         self.ids = ids
         self.clock = clock
         self.metrics = metrics
-        self.pending: list[tuple[ServingModel, tuple, dict, asyncio.Future]] = []
+        self.pending: list[tuple[ServingModel, Sequence[float], dict, asyncio.Future]] = []
         self.generation = 0  # counts flushes, so that a stale tick never cuts a newer batch short
 
-    def submit(self, model: ServingModel, row: tuple, inputs: dict) -> asyncio.Future:
-        """Queue one reading (`row` in RAW_COLUMNS order, `inputs` as logged); resolves to (request_id, p, label)."""
+    def submit(self, model: ServingModel, row: Sequence[float], inputs: dict) -> asyncio.Future:
+        """Queue one reading (`row`: the model's input, the dataset's features in order, a categorical as its
+        level's index; `inputs` as logged, keyed by feature name); resolves to (request_id, p, label)."""
         loop = self.loop
         fut = loop.create_future()
         if not self.coalesce:

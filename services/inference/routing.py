@@ -35,7 +35,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from services.inference.metrics import RouteMetrics
-from services.inference.schemas import UNAUTHORIZED, BadRequest, explain
+from services.inference.schemas import UNAUTHORIZED, Accepted, BadRequest, explain
 
 log = logging.getLogger(__name__)
 CLIENT_CLOSED = 499  # counted (not answered) when the client goes away before its body is read; nginx's code
@@ -153,9 +153,12 @@ async def _read_body(receive: Receive, limit: int, declared: int | None) -> byte
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def parse(request: Request, model: type[M], limit: int, deadlines: BodyDeadlines | None = None) -> M:
+async def parse(
+    request: Request, model: type[M], limit: int, deadlines: BodyDeadlines | None = None, *, accepted: Accepted = None
+) -> M:
     """The body as `model`. BadRequest 415 unless Content-Type is JSON, 413 over `limit` bytes (chunked or not),
-    408 not all there within the deadline, 400 not JSON, 422 invalid. A client gone mid-body: ClientDisconnect."""
+    408 not all there within the deadline, 400 not JSON, 422 invalid (`accepted`: see schemas.explain).
+    A client gone mid-body: ClientDisconnect."""
     declared = None
     media_type = b""
     for key, value in request.scope["headers"]:
@@ -190,7 +193,7 @@ async def parse(request: Request, model: type[M], limit: int, deadlines: BodyDea
     try:
         return model.model_validate_json(body)
     except ValidationError as e:
-        raise explain(e) from None
+        raise explain(e, accepted) from None
 
 
 def bad_key(scope: Scope, key: bytes) -> BadRequest | None:

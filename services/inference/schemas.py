@@ -1,9 +1,8 @@
 """HTTP bodies of the inference service and how a bad one is explained.
 
-A reading accepts snake_case names (`torque_nm`) and the data set's own column names (`Torque [Nm]`).
-Numbers are strict (no strings, no booleans), finite (NaN and Infinity, JSON literals included, are
-refused) and inside the physical ranges of `deployment.input_ranges`; the product type is L, M or H.
-The reading model is built per app from the configured ranges, so the OpenAPI schema documents them.
+The reading model is built per app from the `dataset:` section (reading.py): a feature is accepted under its
+name, its raw header and its aliases; numbers are strict (no strings, no booleans), finite (NaN and Infinity,
+JSON literals included, are refused) and inside the declared range; a categorical is one of its levels.
 A feedback label is the JSON number 0 or 1 (1.0 is 1, as JSON Schema's `integer` says).
 The documented refusals (BODY_RESPONSES, NO_MODEL, UNAUTHORIZED, BUSY) are declared here once; the routes
 name them, so the document lists every status a route can answer (docs/CONTRACTS.md, "HTTP API").
@@ -11,60 +10,14 @@ name them, so the document lists every status a route can answer (docs/CONTRACTS
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
 from pydantic_core import ErrorDetails
 
-from shared.features import FIELD_ALIASES, NUMERIC_FEATURES, RAW_COLUMNS, TYPE_CODES
-
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}$"
-UNITS = {
-    "air_temperature_k": "K",
-    "process_temperature_k": "K",
-    "rotational_speed_rpm": "rpm",
-    "torque_nm": "Nm",
-    "tool_wear_min": "min",
-}
-EXAMPLE_READING: dict[str, Any] = {
-    "type": "M",
-    "air_temperature_k": 298.1,
-    "process_temperature_k": 308.6,
-    "rotational_speed_rpm": 1551.0,
-    "torque_nm": 42.8,
-    "tool_wear_min": 0.0,
-}
-
-
-def reading_model(input_ranges: dict[str, tuple[float, float]]) -> type[BaseModel]:
-    """A pydantic model of one reading with the configured physical ranges as bounds."""
-    fields: dict[str, Any] = {
-        "type": (
-            Literal["L", "M", "H"],
-            Field(
-                validation_alias=AliasChoices("type", FIELD_ALIASES["type"]),
-                description=f"Product quality variant, one of {sorted(TYPE_CODES)} (also accepted as 'Type').",
-            ),
-        )
-    }
-    for name in NUMERIC_FEATURES:
-        low, high = input_ranges[name]
-        fields[name] = (
-            float,
-            Field(
-                strict=True,
-                ge=low,
-                le=high,
-                validation_alias=AliasChoices(name, FIELD_ALIASES[name]),
-                description=f"{UNITS[name]}, between {low:g} and {high:g} (also accepted as '{FIELD_ALIASES[name]}').",
-            ),
-        )
-    return create_model(
-        "Reading",
-        __config__=ConfigDict(extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [EXAMPLE_READING]}),
-        __doc__="One sensor reading of a machine.",
-        **fields,
-    )
+Accepted = Mapping[str, Sequence[str]] | None  # feature name -> every name it is accepted under (reading.py)
 
 
 def batch_model(reading: type[BaseModel], max_rows: int) -> type[BaseModel]:
@@ -191,12 +144,12 @@ class ModelInfo(BaseModel):
     onnx_sha256: str
     loaded_at: str
     threshold: float
-    input_columns: list[str] = Field(default_factory=lambda: list(RAW_COLUMNS))
+    input_columns: list[str] = Field(description="the model input's columns, in order (the dataset's features)")
     metadata: dict[str, Any]
 
 
 def _field_name(loc: tuple) -> str:
-    """('readings', 3, 'Torque [Nm]') -> readings[3].Torque [Nm]"""
+    """('readings', 3, 'Flow [m3/h]') -> readings[3].Flow [m3/h]"""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -206,13 +159,13 @@ def _field_name(loc: tuple) -> str:
     return out or "(body)"
 
 
-def _reason(err: ErrorDetails) -> str:
+def _reason(err: ErrorDetails, accepted: Mapping[str, Sequence[str]]) -> str:
     kind = err["type"]
     loc = err["loc"]
     name = loc[-1] if loc else None
     if kind == "missing":
-        alias = FIELD_ALIASES.get(name) if isinstance(name, str) else None
-        return f"field required (also accepted as '{alias}')" if alias and alias != name else "field required"
+        others = [n for n in accepted.get(name, ()) if n != name] if isinstance(name, str) else []
+        return f"field required (also accepted as {', '.join(map(repr, others))})" if others else "field required"
     if kind == "extra_forbidden":
         return "unknown field (or the same field given twice under two names)"
     if kind == "finite_number":
@@ -221,8 +174,8 @@ def _reason(err: ErrorDetails) -> str:
         ctx = err.get("ctx", {})
         bound = ctx.get("ge", ctx.get("le"))
         return f"{err.get('input')!r} is outside the physical range ({err['msg'].lower()}; bound {bound})"
-    if kind == "literal_error" and name in ("type", FIELD_ALIASES["type"]):
-        return f"unknown product type {err.get('input')!r}: expected one of {sorted(TYPE_CODES)}"
+    if kind == "literal_error" and isinstance(name, str):
+        return f"unknown level {err.get('input')!r}: expected one of {err.get('ctx', {}).get('expected')}"
     if kind == "too_long" and name == "readings":
         return f"too many rows: {err['msg'].lower()} (deployment.max_batch_rows)"
     return err["msg"]
@@ -244,8 +197,9 @@ class BadRequest(Exception):
         return {"detail": self.detail, "errors": self.errors}
 
 
-def explain(e: ValidationError) -> BadRequest:
-    """A pydantic error -> 400 (not JSON) or 422 (JSON, wrong content) naming every field and reason.
+def explain(e: ValidationError, accepted: Accepted = None) -> BadRequest:
+    """A pydantic error -> 400 (not JSON) or 422 (JSON, wrong content) naming every field and reason;
+    `accepted` (feature name -> every name it is accepted under) lets a missing field name its other names.
 
     Too many readings is a 422 like any other violation of the documented schema (its maxItems), not a 413:
     413 is for a body over deployment.max_body_bytes, which no schema states."""
@@ -256,7 +210,8 @@ def explain(e: ValidationError) -> BadRequest:
             f"malformed JSON: {errs[0]['msg'].removeprefix('Invalid JSON: ')}",
             [{"field": "(body)", "reason": errs[0]["msg"], "type": "json_invalid"}],
         )
-    items = [{"field": _field_name(err["loc"]), "reason": _reason(err), "type": err["type"]} for err in errs]
+    names = accepted or {}
+    items = [{"field": _field_name(err["loc"]), "reason": _reason(err, names), "type": err["type"]} for err in errs]
     if items and items[0]["field"] == "(body)" and errs[0]["type"] in ("model_type", "model_attributes_type"):
         items[0]["reason"] = "the body must be a JSON object"
     shown = "; ".join(f"{i['field']}: {i['reason']}" for i in items[:5])

@@ -1,5 +1,6 @@
-"""`Service`: everything one inference app holds (settings, logs, metrics, the model holder, the watcher,
-the predictor), what its routes ask of it, and its start and stop.
+"""`Service`: everything one inference app holds (settings, the reading schema built from the dataset section
+(reading.py), logs, metrics, the model holder, the watcher, the predictor), what its routes ask of it, and its
+start and stop.
 
 Start (the app's lifespan): open this instance's prediction and feedback logs (file names from
 `Paths.prediction_log/feedback_log(instance_id)`, each held with a flock, see logs.py), load the pinned
@@ -36,6 +37,7 @@ from services.inference.logs import (
 )
 from services.inference.metrics import NO_MODEL, Metrics
 from services.inference.predictor import Predictor
+from services.inference.reading import ReadingSchema
 from services.inference.schemas import BadRequest
 from shared.config import Settings
 from shared.paths import Paths
@@ -93,10 +95,13 @@ class Service:
         dep = settings.deployment
         self.threshold = dep.threshold
         self.max_body = dep.max_body_bytes
-        self.Reading = schemas.reading_model(dep.input_ranges)
+        self.reading = ReadingSchema.build(settings.dataset)  # the request model and encoder, from the dataset
+        self.Reading = self.reading.model
         self.Batch = schemas.batch_model(self.Reading, dep.max_batch_rows)
         self.metrics = Metrics()
-        self.holder = ModelHolder(paths=self.paths, metrics=self.metrics, instance_id=self.instance_id)
+        self.holder = ModelHolder(
+            paths=self.paths, metrics=self.metrics, instance_id=self.instance_id, probe=self.reading.probe()
+        )
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.clock = UtcClock()
         self.predictor = Predictor(

@@ -2,6 +2,12 @@
 
   python -m services.inference.smoke --url http://127.0.0.1:8000
 
+The reading sent is the example of the service's own document (GET /openapi.json, the `Reading` schema's first
+example, built from the dataset section the service loaded; without one, the middle of each documented range
+and the first level of each enum). So the smoke test needs nothing but the URL, works against any data set, and
+cannot send the columns of a config other than the one the service runs with (a container's config.yaml is not
+the host's); a document whose example the service refuses fails it too.
+
 1. status code      POST /predict with a valid reading answers 200 (and GET /ready answers 200)
 2. response structure  the answer has request_id, model_version, failure_probability, prediction, threshold
 3. prediction types    probability a float in [0, 1], prediction 0 or 1 and equal to (probability >= threshold),
@@ -21,19 +27,30 @@ import requests
 
 log = logging.getLogger("services.inference.smoke")
 
-READING = {
-    "Type": "M",
-    "Air temperature [K]": 298.1,
-    "Process temperature [K]": 308.6,
-    "Rotational speed [rpm]": 1551,
-    "Torque [Nm]": 42.8,
-    "Tool wear [min]": 0,
-}
 FIELDS = ("request_id", "model_version", "failure_probability", "prediction", "threshold")
 
 
 class SmokeFailure(Exception):
     pass
+
+
+def document_reading(doc: dict) -> dict:
+    """A valid reading from an OpenAPI document: the Reading schema's first example, else one built from its
+    properties (the middle of each numeric range, the first of each enum)."""
+    try:
+        schema = doc["components"]["schemas"]["Reading"]
+        examples = schema.get("examples") or []
+        if examples and isinstance(examples[0], dict):
+            return examples[0]
+        reading = {}
+        for name, prop in schema["properties"].items():
+            if "enum" in prop:
+                reading[name] = prop["enum"][0]
+            else:
+                reading[name] = (float(prop["minimum"]) + float(prop["maximum"])) / 2
+        return reading
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise SmokeFailure(f"GET /openapi.json: no Reading schema to build a reading from ({e!r})") from e
 
 
 class Smoke:
@@ -42,10 +59,24 @@ class Smoke:
         self.timeout = timeout
         self.session = requests.Session()
         self._answer: dict | None = None
+        self._reading: dict | None = None
+
+    def reading(self) -> dict:
+        """The document's example reading (fetched once)."""
+        if self._reading is None:
+            r = self.session.get(f"{self.url}/openapi.json", timeout=self.timeout)
+            if r.status_code != 200:
+                raise SmokeFailure(f"GET /openapi.json answered {r.status_code}: {r.text[:300]}")
+            try:
+                doc = r.json()
+            except ValueError as e:
+                raise SmokeFailure(f"GET /openapi.json did not answer JSON: {r.text[:300]!r}") from e
+            self._reading = document_reading(doc)
+        return self._reading
 
     def predict(self) -> dict:
         if self._answer is None:
-            r = self.session.post(f"{self.url}/predict", json=READING, timeout=self.timeout)
+            r = self.session.post(f"{self.url}/predict", json=self.reading(), timeout=self.timeout)
             if r.status_code != 200:
                 raise SmokeFailure(f"POST /predict answered {r.status_code}: {r.text[:300]}")
             try:
@@ -58,10 +89,10 @@ class Smoke:
         r = self.session.get(f"{self.url}/ready", timeout=self.timeout)
         if r.status_code != 200:
             raise SmokeFailure(f"GET /ready answered {r.status_code}: {r.text[:300]}")
-        r = self.session.post(f"{self.url}/predict", json=READING, timeout=self.timeout)
+        r = self.session.post(f"{self.url}/predict", json=self.reading(), timeout=self.timeout)
         if r.status_code != 200:
             raise SmokeFailure(f"POST /predict answered {r.status_code}: {r.text[:300]}")
-        return "GET /ready and POST /predict answer 200"
+        return f"GET /ready and POST /predict answer 200 (reading of {len(self.reading())} fields from /openapi.json)"
 
     def test_response_structure(self) -> str:
         answer = self.predict()

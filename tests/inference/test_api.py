@@ -7,12 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from shared.features import FIELD_ALIASES
+from shared.config import load_settings
 from shared.schemas import FeedbackRecord, PredictionRecord
+from tests.conftest import ROOT
 
 SNAKE = {"type": "M", "air_temperature_k": 298.1, "process_temperature_k": 308.6, "rotational_speed_rpm": 1551.0,
          "torque_nm": 42.8, "tool_wear_min": 0.0}
-DATASET = {FIELD_ALIASES[k]: v for k, v in SNAKE.items()}
+SOURCE = {c.name: c.source for c in load_settings(ROOT / "config.yaml", env={}).dataset.features}
+DATASET = {SOURCE[k]: v for k, v in SNAKE.items()}
 # A reading the forest calls a failure (overstrain: high torque and tool wear).
 FAILING = dict(SNAKE, type="L", torque_nm=65.0, tool_wear_min=230.0, rotational_speed_rpm=1300.0)
 
@@ -47,13 +49,12 @@ def test_predict_accepts_snake_case_and_agrees_with_dataset_names(client):
 def test_predict_matches_the_onnx_model(client, served):
     import pandas as pd
 
-    from shared.features import encode_readings
     from shared.paths import Paths
     from shared.registry import Registry
 
     model, _ = Registry(paths=Paths.from_settings(served)).load_model("v1")
     for reading in (SNAKE, FAILING):
-        expected = float(model.predict_proba(encode_readings(pd.DataFrame([reading])))[0])
+        expected = float(model.predict_proba(served.dataset.encode(pd.DataFrame([reading])))[0])
         got = client.post("/predict", json=reading).json()["failure_probability"]
         assert got == pytest.approx(expected, abs=1e-7)
     assert client.post("/predict", json=FAILING).json()["prediction"] == 1
@@ -118,7 +119,7 @@ def test_predict_rejects_physically_impossible_values(client, field, value):
 
 
 def test_range_bounds_come_from_config(client, served):
-    low, high = served.deployment.input_ranges["torque_nm"]
+    low, high = served.dataset.column("torque_nm").range
     assert client.post("/predict", json=dict(SNAKE, torque_nm=high)).status_code == 200
     assert client.post("/predict", json=dict(SNAKE, torque_nm=high + 0.001)).status_code == 422
 
@@ -128,7 +129,13 @@ def test_predict_rejects_an_unknown_product_type(client, kind):
     r = client.post("/predict", json=dict(DATASET, Type=kind))
     assert r.status_code == 422
     err = r.json()["errors"][0]
-    assert err["field"] == "Type" and "unknown product type" in err["reason"]
+    assert err["field"] == "Type" and f"unknown level {kind!r}" in err["reason"]
+    assert "expected one of 'L', 'M' or 'H'" in err["reason"] and err["reason"] in r.json()["detail"]
+
+
+def test_a_missing_field_names_its_other_names(client):
+    r = client.post("/predict", json={k: v for k, v in SNAKE.items() if k != "torque_nm"})
+    assert r.json()["errors"][0]["reason"] == "field required (also accepted as 'Torque [Nm]')"
 
 
 @pytest.mark.parametrize("text", ['{"type": "M",', "not json", "", "\xff"])
@@ -230,7 +237,7 @@ def test_health_ready_model(client):
     assert ready.status_code == 200
     assert ready.json()["ready"] is True and ready.json()["model_version"] == "v1"
     info = client.get("/model").json()
-    assert info["model_version"] == "v1"
+    assert info["model_version"] == "v1" and info["input_columns"] == list(SNAKE)
     assert info["metadata"]["version"] == "v1" and info["onnx_sha256"] == info["metadata"]["onnx_sha256"]
     assert info["metadata"]["data_version"] == "v3_split"
 
@@ -263,7 +270,14 @@ def test_openapi_documents_the_routes_and_ranges(client):
     assert {"/predict", "/predict/batch", "/feedback", "/health", "/ready", "/model", "/metrics"} <= set(spec["paths"])
     reading = spec["components"]["schemas"]["Reading"]
     assert reading["properties"]["torque_nm"]["maximum"] == 200.0
+    assert reading["properties"]["torque_nm"]["description"].startswith("Nm, between 0 and 200")
+    assert reading["properties"]["type"]["enum"] == ["L", "M", "H"]
+    assert reading["required"] == list(SNAKE)
     assert reading["additionalProperties"] is False
+    (example,) = reading["examples"]  # from the schema: mid-range values, the first level
+    assert example == {"type": "L", "air_temperature_k": 300.0, "process_temperature_k": 325.0,
+                       "rotational_speed_rpm": 2500.0, "torque_nm": 100.0, "tool_wear_min": 500.0}
+    assert client.post("/predict", json=example).status_code == 200
     assert spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/Reading")
     assert client.get("/docs").status_code == 200
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
 import pytest
 
 from services.inference.holder import load_serving_model
@@ -25,7 +26,7 @@ def models(paths):
     metrics = Metrics()
     out = {}
     for v in ("v1", "v2"):
-        m = load_serving_model(paths, v)
+        m = load_serving_model(paths, v, probe=np.array([ROWS[0]] * 2, dtype=np.float32))
         m.predict_route = metrics.route("/predict", v)
         out[v] = m
     return metrics, out

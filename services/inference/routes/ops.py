@@ -21,7 +21,6 @@ from services.inference.routing import DirectRoute, JSONBytes
 from services.inference.schemas import BadRequest
 from services.inference.service import Service
 from shared.errors import ClockworkError, NotFoundError
-from shared.features import RAW_COLUMNS
 from shared.lineage import lineage_json
 from shared.schemas import MESSAGE_ID_RE as REQUEST_ID_RE
 
@@ -50,6 +49,7 @@ class Bounded:
 
 def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
     holder = svc.holder
+    input_columns = svc.reading.names
     sec = svc.settings.security
     lookups = Bounded(
         running=sec.lineage_concurrency, waiting=sec.lineage_waiting, retry_after_s=sec.lineage_retry_after_s
@@ -78,7 +78,7 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
             "onnx_sha256": current.onnx_sha256,
             "loaded_at": current.loaded_at,
             "threshold": svc.threshold,
-            "input_columns": RAW_COLUMNS,
+            "input_columns": input_columns,
             "metadata": current.metadata,
         }
         return JSONBytes(orjson.dumps(body))

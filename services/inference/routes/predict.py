@@ -1,10 +1,12 @@
 """POST /predict and POST /predict/batch: the hot path.
 
 `async def` endpoints on the event loop with no thread hop and no FastAPI dependency machinery
-(routing.DirectRoute): parse the body (capped read, pydantic's JSON parser), read the serving model
-once, predict (single rows waiting together run as one ONNX call, see predictor.py), log the record
-(before the answer), answer with orjson. The answer carries the model's RouteMetrics, where the route
-records it and its handler time. Refusals are raised (BadRequest) and answered by the route.
+(routing.DirectRoute): parse the body (capped read, pydantic's JSON parser, the Reading model built from the
+dataset section), read the serving model once, encode the reading (reading.py: the features in order, a
+categorical as its level's index; the log keeps the values, keyed by feature name), predict (single rows
+waiting together run as one ONNX call, see predictor.py), log the record (before the answer), answer with
+orjson. The answer carries the model's RouteMetrics, where the route records it and its handler time.
+Refusals are raised (BadRequest) and answered by the route.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from starlette.responses import Response
 from services.inference import schemas
 from services.inference.routing import BodyDeadlines, DirectRoute, JSONBytes, parse
 from services.inference.service import Service
-from shared.features import NUMERIC_FEATURES, TYPE_CODES
 
 
 def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
@@ -25,15 +26,12 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
     deadlines = BodyDeadlines(svc.settings.security.body_read_timeout_s)
     model = svc.model
     submit, record = svc.predictor.submit, svc.predictor.record
-    codes = TYPE_CODES
-    air, proc, speed, torque, wear = NUMERIC_FEATURES
+    encode, accepted = svc.reading.encode, svc.reading.accepted  # made once from the dataset section
 
     async def predict(request: Request) -> Response:
-        values = (await parse(request, Reading, limit, deadlines)).__dict__
+        values = (await parse(request, Reading, limit, deadlines, accepted=accepted)).__dict__
         m = model()  # read once: this request is answered by exactly this version
-        request_id, probability, label = await submit(
-            m, (codes[values["type"]], values[air], values[proc], values[speed], values[torque], values[wear]), values
-        )
+        request_id, probability, label = await submit(m, encode(values), values)
         body = {
             "request_id": request_id,
             "model_version": m.version,
@@ -44,12 +42,10 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
         return JSONBytes(orjson.dumps(body), 200, m.predict_route)
 
     async def predict_batch(request: Request) -> Response:
-        batch = await parse(request, Batch, limit, deadlines)
+        batch = await parse(request, Batch, limit, deadlines, accepted=accepted)
         m = model()
         rows = [r.__dict__ for r in batch.readings]  # type: ignore[attr-defined] # a model built from config
-        x = np.array(
-            [(codes[v["type"]], v[air], v[proc], v[speed], v[torque], v[wear]) for v in rows], dtype=np.float32
-        )
+        x = np.array([encode(v) for v in rows], dtype=np.float32)
         results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route)
         body = {
             "model_version": m.version,
