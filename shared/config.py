@@ -157,14 +157,6 @@ class DeploymentConfig(_Strict):
     deployment_log: RelPath
     prediction_log_dir: RelPath
     feedback_log_dir: RelPath
-    # Not a key of the file any more: the valid ranges are the dataset's (dataset.features[].range). Settings fills
-    # it from them so that readers of deployment.input_ranges keep working; prefer Settings.input_ranges.
-    input_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, exclude=True)
-
-    @field_validator("input_ranges", mode="before")
-    @classmethod
-    def _ranges_are_the_datasets(cls, v: object) -> object:
-        raise ValueError("no longer a key here: the valid ranges are each numeric feature's dataset.features[].range")
 
 
 class SecurityConfig(_Strict):
@@ -294,14 +286,9 @@ class Settings(_Strict):
         root = Path(self.volume_root)
         return root if root.is_absolute() else self.project_root / root
 
-    @property
-    def input_ranges(self) -> dict[str, tuple[float, float]]:
-        """Each numeric feature's valid range, from the dataset section (read-only)."""
-        return {c.name: c.range for c in self.dataset.numeric}
-
     @model_validator(mode="after")
     def _follows_the_dataset(self) -> Settings:
-        """The day-2 recipes name dataset features of the right kind; deployment.input_ranges mirrors the ranges."""
+        """The day-2 recipes name dataset features of the right kind; no feature takes a log column's name."""
         ds = self.dataset
         taken = sorted({*ds.feature_names, ds.label.name} & set(LOG_COLUMNS))
         if taken:
@@ -319,8 +306,6 @@ class Settings(_Strict):
                 if r.level not in col.levels:
                     where = f"data.day2.recipes.{i}.level"
                     raise ValueError(f"{where}: {r.level!r} is not a level of {r.column} {col.levels}")
-        deployment = self.deployment.model_copy(update={"input_ranges": self.input_ranges})
-        object.__setattr__(self, "deployment", deployment)
         return self
 
     def section(self, name: str) -> dict:

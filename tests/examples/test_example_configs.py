@@ -18,7 +18,7 @@ def _keys(node, prefix="") -> set[str]:
     out = set()
     for k, v in node.items():
         out.add(f"{prefix}{k}")
-        if k not in ("dataset", "input_ranges"):  # the data set's own description differs by design
+        if k != "dataset":  # the data set's own description differs by design
             out |= _keys(v, f"{prefix}{k}.")
     return out
 

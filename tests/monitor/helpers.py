@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shared.features import LABEL, NUMERIC_FEATURES, encode_readings
 from shared.paths import Paths
 from shared.registry import Registry
+from tests.ai4i import LABEL, NUMERIC_FEATURES, encode_readings
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -18,9 +18,9 @@ from services.monitor.report_model import (
 from services.monitor.rows import InputRow, OrphanLabel, PendingPrediction, WindowRow, input_columns
 from services.monitor.state import check_features, load_state, save_state
 from shared.errors import DataValidationError
-from shared.features import RAW_COLUMNS
 from shared.paths import RedisKeys
 from shared.schemas import parse_retrain_message
+from tests.ai4i import RAW_COLUMNS
 from tests.monitor.helpers import day2, write_traffic
 
 

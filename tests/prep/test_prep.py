@@ -14,8 +14,8 @@ from services.prep.recipes import apply_recipe
 from shared.atomic import sha256_file
 from shared.datastore import DataStore
 from shared.errors import IntegrityError, VersionExistsError
-from shared.features import FAILURE_MODES, FORBIDDEN_FEATURES, RAW_COLUMNS, encode_readings, engineer, engineered_names
 from shared.paths import Paths
+from tests.ai4i import FAILURE_MODES, FORBIDDEN_FEATURES, RAW_COLUMNS, encode_readings, engineer, engineered_names
 from tests.conftest import ROOT
 
 
@@ -148,16 +148,16 @@ def test_no_feature_is_taken_or_derived_from_failure_modes(prepped):
     paths = Paths.from_settings(prepped)
     train = pd.read_csv(paths.train_file(prepped.data.versions.split))
     assert not set(RAW_COLUMNS) & FORBIDDEN_FEATURES
-    names = engineered_names(physical=True)
+    names = engineered_names(derived=True)
     assert not set(names) & FORBIDDEN_FEATURES
-    x = engineer(encode_readings(train), physical=True)
+    x = engineer(encode_readings(train), derived=True)
     assert x.shape == (7000, len(names))
     # Scrambling every failure-mode column and the identifiers leaves the features bit-identical.
     rng = np.random.default_rng(0)
     scrambled = train.copy()
     for col in FAILURE_MODES + ["udi", "product_id", "machine_failure"]:
         scrambled[col] = rng.permutation(scrambled[col].to_numpy())
-    assert np.array_equal(engineer(encode_readings(scrambled), physical=True), x)
+    assert np.array_equal(engineer(encode_readings(scrambled), derived=True), x)
 
 
 def test_drift_recipes_are_reproducible_and_touch_only_their_column(prepped):

@@ -21,10 +21,10 @@ from shared import deploylog
 from shared.atomic import sha256_file
 from shared.config import load_settings
 from shared.errors import DataValidationError, ModelLoadError
-from shared.features import LABEL, RAW_COLUMNS
 from shared.labelled import labelled_file, load_labelled
 from shared.paths import Paths
 from shared.registry import Registry
+from tests.ai4i import LABEL, RAW_COLUMNS
 from tests.conftest import ROOT, registered_project
 from tests.monitor.helpers import day2, stamp, write_traffic
 

@@ -40,7 +40,7 @@ def test_missing_config_names_the_file(tmp_path):
         (lambda c: c["deployment"].update(model_version="../v1"), "deployment.model_version", "pattern"),
         (lambda c: c["model_params"].update(algorithm="xgboost"), "model_params.algorithm", "random_forest"),
         (lambda c: c["deployment"].update(input_ranges={"torque_nm": [0, 200]}), "deployment.input_ranges",
-         "the valid ranges are each numeric feature's dataset.features[].range"),
+         "unknown key"),
         (lambda c: c["data"]["day2"]["recipes"][0].update(column="humidity"), "data.day2.recipes.0.column",
          "'humidity' is not a feature of dataset ai4i2020"),
         (lambda c: c["data"]["day2"]["recipes"][1].update(column="type"), "data.day2.recipes.1.column",
@@ -62,13 +62,6 @@ def test_invalid_value_names_file_key_and_reason(tmp_path, mutate, key, reason):
     message = str(err.value)
     assert "\n" not in message
     assert str(path) in message and key in message and reason in message
-
-
-def test_input_ranges_are_the_datasets_ranges():
-    s = load_settings(ROOT / "config.yaml", env={})
-    assert s.input_ranges == s.deployment.input_ranges == {c.name: c.range for c in s.dataset.numeric}
-    assert s.input_ranges["torque_nm"] == (0.0, 200.0)
-    assert "input_ranges" not in s.section("deployment")
 
 
 def test_invalid_yaml_names_the_line(tmp_path):

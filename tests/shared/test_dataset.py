@@ -8,8 +8,8 @@ import yaml
 from pydantic import ValidationError
 
 from shared.dataset import DatasetConfig
-from shared.expressions import parse_expr
 from shared.errors import explain
+from shared.expressions import parse_expr
 from tests.conftest import ROOT
 
 AI4I = yaml.safe_load((ROOT / "config.yaml").read_text())["dataset"]

@@ -9,8 +9,8 @@ import pandas as pd
 import yaml
 
 from shared.config import Settings, load_settings
-from shared.features import LABEL, RAW_COLUMNS
 from shared.paths import Paths
+from tests.ai4i import LABEL, RAW_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,9 +10,9 @@ import pytest
 from services.trainer.gate import GateDecision, decide
 from shared.config import Settings
 from shared.errors import DataValidationError
-from shared.features import LABEL
 from shared.paths import Paths
 from shared.registry import Registry
+from tests.ai4i import LABEL
 from tests.monitor.helpers import day2, stamp
 
 
