@@ -176,27 +176,6 @@ DEPLOYMENT_LOG_COLUMNS = [
 ]
 
 
-class LabelledRecord(_Record):
-    """One line of the monitor's labelled file: a logged prediction joined with its late ground truth.
-
-    Written by the monitor (append-only, one writer); read back by `shared.labelled.load_labelled`.
-    """
-
-    time: str  # time of the prediction
-    request_id: str
-    model_version: str
-    type: Literal["L", "M", "H"]
-    air_temperature_k: float
-    process_temperature_k: float
-    rotational_speed_rpm: float
-    torque_nm: float
-    tool_wear_min: float
-    machine_failure: Literal[0, 1]  # the true label (feedback)
-    probability: float  # what the serving model said
-    predicted: int  # the served label
-    feedback_time: str
-
-
 class DataFile(_Record):
     """A data file a model was trained from, as its manifest entry recorded it."""
 

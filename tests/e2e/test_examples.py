@@ -91,7 +91,7 @@ def test_the_whole_life_runs_on_every_data_set_from_config_alone(config, tmp_pat
             bad = requests.post(f"{url}/predict", json={**by_name, cat.name: "no-such-level"}, timeout=10)
             assert bad.status_code == 422 and cat.name in bad.text and cat.levels[0] in bad.text, bad.text
         # /docs' document shows the data set's own columns and units.
-        doc = json.dumps(requests.get(f"{url}/openapi.json", timeout=10).json())
+        doc = json.dumps(requests.get(f"{url}/openapi.json", timeout=10).json(), ensure_ascii=False)
         for col in ds.numeric:
             assert col.name in doc and col.source in doc
 
