@@ -70,7 +70,8 @@ def _check_parity(par: dict, *, which: str, data_version: str, tolerance: float)
     if not par["ok"]:
         raise ExportError(
             f"ONNX {which} disagrees with scikit-learn on {par['rows']} validation rows of {data_version}: "
-            f"max |dp| {par['max_abs_diff']:.3g} (tolerance {tolerance}), {par['label_disagreements']} label(s) differ"
+            f"max |dp| {par['max_abs_diff']:.3g} (tolerance {tolerance}), {par['label_disagreements']} label(s) differ "
+            f"({par['at_threshold']} of them within the tolerance of the threshold)"
         )
 
 

@@ -89,7 +89,8 @@ def test_min_cost_costs_less_on_production_than_max_f1_and_the_fixed_threshold(p
         cand = train_candidate(with_config(prepped, **{"decision.threshold_policy": policy}),
                                data_version=prepped.data.version)
         cm = cand.production_metrics["confusion_matrix"]
-        per_policy[policy] = (cand.model_bytes, costs.per_1000(fn=cm["fn"], fp=cm["fp"], rows=cm["tn"] + cm["fp"] + cm["fn"] + cm["tp"]))
+        rows = sum(cm.values())
+        per_policy[policy] = (cand.model_bytes, costs.per_1000(fn=cm["fn"], fp=cm["fp"], rows=rows))
     assert len({m for m, _ in per_policy.values()}) == 1  # the same model: only the threshold differs
     assert per_policy["min_cost"][1] < per_policy["max_f1"][1] and per_policy["min_cost"][1] < per_policy["fixed"][1]
 
@@ -103,3 +104,14 @@ def test_metadata_records_the_decision_and_the_models_are_byte_identical_run_to_
     assert d["costs"] == {"missed_failure": 500.0, "false_alarm": 10.0}
     assert all(len(point) == 4 for point in d["curve"])
     assert first["config"]["decision"]["threshold_policy"] == "max_f1"
+
+
+def test_parity_tolerates_rounding_at_the_threshold_only():
+    from services.trainer.evaluate import parity
+
+    sk = np.array([0.5, 0.2, 0.9])
+    onnx = np.array([0.49999997, 0.2, 0.9])  # float32 rounding puts one row just below the threshold
+    ok = parity(onnx, sk, threshold=0.5, tolerance=1e-5)
+    assert ok["ok"] and ok["label_disagreements"] == 1 and ok["at_threshold"] == 1
+    bad = parity(np.array([0.4999, 0.2, 0.9]), sk, threshold=0.5, tolerance=1e-5)
+    assert not bad["ok"] and bad["at_threshold"] == 0
