@@ -129,8 +129,17 @@ class ModelParams(_Strict):
 
 class TrainingConfig(_Strict):
     validation_fraction: Fraction
-    threshold: Probability
+    threshold: Probability  # the decision threshold of decision.threshold_policy `fixed`
     parity_tolerance: PosFloat
+
+
+class DecisionConfig(_Strict):
+    """What a wrong decision costs (per reading; only the ratio matters) and how the trainer picks the threshold."""
+
+    cost_missed_failure: PosFloat  # a failure the model did not flag
+    cost_false_alarm: PosFloat  # a flag on a reading that was not a failure
+    # fixed: training.threshold; max_f1: the best F1 on the validation hold-out; min_cost: the lowest expected cost
+    threshold_policy: Literal["fixed", "max_f1", "min_cost"]
 
 
 class RegistryConfig(_Strict):
@@ -148,7 +157,8 @@ class DeploymentConfig(_Strict):
     model_version: Annotated[str, Field(pattern=MODEL_VERSION_RE.pattern)]
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(gt=0, lt=65536)]
-    threshold: Probability
+    # None (null): each model's own threshold, metadata.json decision.threshold; a number overrides it for all.
+    threshold: Probability | None
     max_batch_rows: PosInt
     max_body_bytes: PosInt
     reload_interval_s: PosFloat
@@ -185,12 +195,29 @@ class ReplayConfig(_Strict):
     url: Annotated[str, Field(pattern=r"^https?://")] | None
 
 
+class BootstrapConfig(_Strict):
+    """The paired bootstrap that gives the gate's improvement its interval."""
+
+    samples: Annotated[int, Field(ge=100)]
+    seed: Annotated[int, Field(ge=0)]
+    confidence: Fraction  # e.g. 0.9: the interval from the 5th to the 95th percentile
+
+
 class GateConfig(_Strict):
-    metric: Literal["f1", "recall", "precision"]
-    margin: Annotated[float, Field(ge=0, le=1)]
+    # expected_cost: per 1,000 readings at decision.cost_*, lower is better; f1, recall, precision: higher is better
+    metric: Literal["expected_cost", "f1", "recall", "precision"]
+    # The improvement's lower bound must reach this, in the metric's units (cost per 1,000 readings, or a fraction).
+    margin: Annotated[float, Field(ge=0)]
     auto_promote: bool
     window_size: PosInt
     min_positives: Annotated[int, Field(ge=0)]
+    bootstrap: BootstrapConfig
+
+    @model_validator(mode="after")
+    def _margin_in_units(self) -> GateConfig:
+        if self.metric != "expected_cost" and self.margin > 1:
+            raise ValueError(f"margin {self.margin} exceeds 1, the most {self.metric} can improve")
+        return self
 
 
 class MonitoringConfig(_Strict):
@@ -257,6 +284,7 @@ class Settings(_Strict):
     features: FeaturesConfig
     model_params: ModelParams
     training: TrainingConfig
+    decision: DecisionConfig
     registry: RegistryConfig
     deployment: DeploymentConfig
     security: SecurityConfig

@@ -221,6 +221,7 @@ class ModelMetadata(_Record):
     onnx_sha256: Sha256
     onnx_bytes: int
     parity: dict[str, Any]  # ONNX vs scikit-learn on the validation rows
+    decision: dict[str, Any] | None = None  # threshold, policy, costs, cost curve (services.trainer.decision)
     library_versions: dict[str, str]
     training_seconds: float
     trigger: dict[str, Any]  # {"kind": "command", ...} or {"kind": "message", "message_id", "reason", "evidence", ...}

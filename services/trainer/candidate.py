@@ -1,8 +1,9 @@
 """A candidate: a trained, exported and evaluated model not yet registered, and the record it will carry.
 
 `Candidate.metadata` is every metadata.json field except the ones the registry sets; the gate's decision goes in
-as `GateDecision.model_dump()` (the stored dict). `doc_string` is written into the ONNX file. Nothing is written
-here.
+as `GateDecision.model_dump()` (the stored dict), the threshold decision as `decision_record` (`decision.threshold`
+is the model's threshold: what inference and the monitor use unless deployment.threshold overrides it).
+`doc_string` is written into the ONNX file. Nothing is written here.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.trainer.decision import ThresholdChoice
 from services.trainer.gate import GateDecision
 from shared.config import Settings
 from shared.dataset import ONNX_INPUT, ONNX_OUTPUT, DatasetConfig
@@ -32,12 +34,18 @@ class Candidate:
     metrics: dict
     production_metrics: dict | None
     parity: dict
+    decision: dict  # metadata.json `decision`: see decision_record
     data_version: str
     data_files: list[dict]
     config: dict
     feature_schema: dict
     training_seconds: float
     estimator: Any = field(repr=False)
+
+    @property
+    def threshold(self) -> float:
+        """The model's decision threshold (metadata.json decision.threshold)."""
+        return float(self.decision["threshold"])
 
     def metadata(self, *, trigger: dict, gate: GateDecision | None) -> dict[str, Any]:
         """Every metadata.json field except the ones the registry sets (version, created_at, sha256, size)."""
@@ -50,11 +58,34 @@ class Candidate:
             "metrics": self.metrics,
             "production_metrics": self.production_metrics,
             "parity": self.parity,
+            "decision": self.decision,
             "library_versions": library_versions(),
             "training_seconds": self.training_seconds,
             "trigger": trigger,
             "gate": None if gate is None else gate.model_dump(mode="json"),
         }
+
+
+def decision_record(choice: ThresholdChoice, *, fit_rows: int, all_rows: int, validation_parity: dict) -> dict:
+    """metadata.json `decision`: the threshold inference uses (unless deployment.threshold overrides it), how it was
+    chosen, and which model each recorded figure belongs to."""
+    return {
+        **choice.model_dump(mode="json"),
+        "selected_on": "validation hold-out, scored by the validation model",
+        "models": {
+            "validation": f"fitted on the first {fit_rows} training rows; scored the hold-out "
+            f"({choice.rows} rows) to choose the threshold",
+            "exported": f"the same estimator and seed refitted on all {all_rows} training rows: model.onnx",
+        },
+        "figures": {
+            "metrics": "validation",
+            "decision.expected_cost_per_1000": "validation",
+            "decision.curve": "validation",
+            "parity": "exported (on the hold-out rows)",
+            "production_metrics": "exported",
+        },
+        "validation_parity": validation_parity,
+    }
 
 
 def library_versions() -> dict[str, str]:
@@ -68,7 +99,7 @@ def library_versions() -> dict[str, str]:
 
 
 def feature_schema(fit: pd.DataFrame, ds: DatasetConfig, *, derived: bool) -> dict:
-    """What the model takes and returns, and what its training rows looked like (the monitor's drift baseline)."""
+    """What the model takes and returns, and what its training rows (all of them: the exported model's) looked like."""
 
     def stats(s: pd.Series) -> dict:
         v = s.to_numpy(dtype=np.float64)

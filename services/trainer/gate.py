@@ -1,10 +1,14 @@
 """The promotion gate: a candidate replaces the serving model only if it is measurably better.
 
 Both models run (their ONNX files, through shared.onnx_model) on the same recent labelled production
-window, which the candidate never trained on, at the serving threshold (deployment.threshold). The
-candidate is promoted when its `monitoring.gate.metric` (F1, recall or precision of the failure class)
-is at least the serving model's plus `monitoring.gate.margin`, and `monitoring.gate.auto_promote` is
-true. Otherwise it stays registered and the pin does not move.
+window, which the candidate never trained on, each at the threshold it would serve with: deployment.threshold
+when config sets one, else the model's own (the candidate's from the trainer, the serving model's from its
+metadata.json decision.threshold). `monitoring.gate.metric` scores them: expected_cost (per 1,000 readings at the
+decision costs; lower is better) or F1, recall, precision of the failure class. A paired bootstrap
+(`monitoring.gate.bootstrap`: the same resampled rows for both models, a seeded generator) gives the interval of
+the candidate's improvement; the candidate is promoted when the interval's lower bound is at least
+`monitoring.gate.margin` and `monitoring.gate.auto_promote` is true. Otherwise it stays registered and the pin
+does not move. Same candidate, serving model and window: the same decision and interval, run after run.
 
 `decide` returns a `GateDecision`; `GateDecision.model_dump()` is what is stored as `gate` in the candidate's
 metadata.json (and `GateDecision.model_validate` reads it back), so every decision can be explained from the
@@ -24,6 +28,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer, model_validator
 from sklearn.metrics import precision_recall_fscore_support
 
+from services.trainer.decision import Costs, Interval, improvement, paired_bootstrap
 from shared.atomic import sha256_bytes
 from shared.config import Settings
 from shared.errors import DataValidationError, NotFoundError
@@ -38,7 +43,8 @@ log = logging.getLogger(__name__)
 Decision = Literal["promote", "keep"]
 PROMOTE: Decision = "promote"
 KEEP: Decision = "keep"
-GateMetric = Literal["f1", "recall", "precision"]  # monitoring.gate.metric
+GateMetric = Literal["expected_cost", "f1", "recall", "precision"]  # monitoring.gate.metric
+DEFAULT_THRESHOLD = 0.5  # a serving model registered before thresholds were chosen, with no threshold recorded
 
 
 class Scorer(Protocol):
@@ -68,7 +74,7 @@ class _Record(BaseModel):
 
 
 class GateScores(_Record):
-    """Failure-class metrics of one model on the window, at the serving threshold."""
+    """Failure-class metrics and expected cost of one model on the window, at the threshold it ran at."""
 
     f1: float
     precision: float
@@ -76,9 +82,21 @@ class GateScores(_Record):
     accuracy: float | None
     error_rate: float | None
     confusion_matrix: dict[str, int]  # {"tn", "fp", "fn", "tp"}
+    threshold: float | None = None  # None in decisions recorded before each model had its own
+    expected_cost: float | None = None  # per 1,000 readings at the decision costs
+    OMIT_WHEN_NONE = frozenset({"threshold", "expected_cost"})
 
     def metric(self, name: GateMetric) -> float:
-        return {"f1": self.f1, "precision": self.precision, "recall": self.recall}[name]
+        values = {
+            "f1": self.f1,
+            "precision": self.precision,
+            "recall": self.recall,
+            "expected_cost": self.expected_cost,
+        }
+        value = values[name]
+        if value is None:
+            raise ValueError(f"no {name} recorded in these scores")
+        return value
 
 
 class _Side(_Record):
@@ -131,21 +149,25 @@ class GateDecision(_Record):
     metric: GateMetric
     margin: float
     auto_promote: bool
-    threshold: float
+    threshold: float | None  # deployment.threshold; None: each model at its own (in its scores)
     decided_at: str
     window: WindowSummary
     candidate: CandidateSide
     serving: ServingSide
-    difference: float | None = None  # candidate minus serving on `metric`, when both were scored
-    OMIT_WHEN_NONE = frozenset({"difference"})
+    # The improvement on `metric` (candidate better: positive; serving cost minus candidate cost for expected_cost),
+    # when both were scored, and its paired-bootstrap interval.
+    difference: float | None = None
+    interval: Interval | None = None
+    costs: Costs | None = None
+    OMIT_WHEN_NONE = frozenset({"difference", "interval", "costs"})
 
     @property
     def promote(self) -> bool:
         return self.decision == PROMOTE
 
 
-def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> GateScores:
-    """Failure-class metrics of one model on the window."""
+def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float, costs: Costs | None = None) -> GateScores:
+    """Failure-class metrics (and, with costs, the expected cost) of one model on the window."""
     y = np.asarray(y_true, dtype=int)
     pred = (np.asarray(proba, dtype=np.float64) >= threshold).astype(int)
     precision, recall, f1, _ = precision_recall_fscore_support(y, pred, labels=[1], average=None, zero_division=0)
@@ -160,7 +182,18 @@ def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float) -> GateSco
         accuracy=accuracy,
         error_rate=None if accuracy is None else 1.0 - accuracy,
         confusion_matrix={"tn": len(y) - tp - fp - fn, "fp": fp, "fn": fn, "tp": tp},
+        threshold=threshold,
+        expected_cost=None if costs is None else costs.per_1000(fn=fn, fp=fp, rows=len(y)),
     )
+
+
+def model_threshold(metadata: dict) -> float:
+    """The threshold a registered model serves with when config does not override it."""
+    decision = metadata.get("decision") or {}
+    if decision.get("threshold") is not None:
+        return float(decision["threshold"])
+    recorded = ((metadata.get("config") or {}).get("training") or {}).get("threshold")
+    return DEFAULT_THRESHOLD if recorded is None else float(recorded)
 
 
 def window_summary(window: pd.DataFrame, label: str) -> WindowSummary:
@@ -188,10 +221,20 @@ def decide(
     window: pd.DataFrame,
     scorer: ScorerFactory | None = None,
     candidate_version_hint: str | None = None,
+    candidate_threshold: float | None = None,
 ) -> GateDecision:
-    """Score candidate and serving model on `window` (the dataset's features and label); promote or keep."""
+    """Score candidate and serving model on `window` (the dataset's features and label); promote or keep.
+
+    `candidate_threshold`: the candidate's own (the trainer's choice; default training.threshold), used unless
+    deployment.threshold overrides it."""
     gate = settings.monitoring.gate
+    costs = Costs.from_config(settings.decision)
     threshold = settings.deployment.threshold
+    cand_threshold = (
+        threshold
+        if threshold is not None
+        else (settings.training.threshold if candidate_threshold is None else candidate_threshold)
+    )
     make = scorer or partial(_default_scorer, features=settings.dataset.feature_names)
     ds = settings.dataset
     missing = [c for c in ds.feature_names + [ds.label.name] if c not in window.columns]
@@ -203,7 +246,9 @@ def decide(
     version = pinned_version(settings)
     serving = ServingSide(version=version)
 
-    def finish(*, better: bool, reason: str, difference: float | None = None) -> GateDecision:
+    def finish(
+        *, better: bool, reason: str, difference: float | None = None, interval: Interval | None = None
+    ) -> GateDecision:
         promote = better and gate.auto_promote
         if better and not gate.auto_promote:
             reason += "; monitoring.gate.auto_promote is false: registered, not promoted"
@@ -219,6 +264,8 @@ def decide(
             candidate=candidate,
             serving=serving,
             difference=difference,
+            interval=interval,
+            costs=costs,
         )
         log.info("gate: %s (%s)", decision.decision, reason)
         return decision
@@ -238,22 +285,36 @@ def decide(
     except ValueError as e:
         raise DataValidationError(f"gate window: {e}") from e
     y = window[ds.label.name].to_numpy(dtype=int)
-    candidate_scores = score(y, make(candidate_bytes, name="candidate").predict_proba(readings), threshold=threshold)
+    cand_proba = make(candidate_bytes, name="candidate").predict_proba(readings)
+    candidate_scores = score(y, cand_proba, threshold=cand_threshold, costs=costs)
     candidate = candidate.model_copy(update={"scores": candidate_scores})
     try:
         serving_bytes, serving_md = Registry(paths=paths).load_verified(version)
     except NotFoundError as e:
         serving = serving.model_copy(update={"error": str(e)})
         return finish(better=True, reason=f"no serving model to compare with ({e})")
-    serving_scores = score(
-        y, make(serving_bytes, name=f"serving {version}").predict_proba(readings), threshold=threshold
-    )
+    serv_threshold = threshold if threshold is not None else model_threshold(serving_md)
+    serv_proba = make(serving_bytes, name=f"serving {version}").predict_proba(readings)
+    serving_scores = score(y, serv_proba, threshold=serv_threshold, costs=costs)
     serving = serving.model_copy(update={"onnx_sha256": serving_md["onnx_sha256"], "scores": serving_scores})
 
     cand, serv = candidate_scores.metric(gate.metric), serving_scores.metric(gate.metric)
-    better = cand - serv >= gate.margin - 1e-12  # "at least the margin", immune to float rounding
+    boot = gate.bootstrap
+    interval = paired_bootstrap(
+        y,
+        np.asarray(cand_proba, dtype=np.float64).reshape(-1) >= cand_threshold,
+        np.asarray(serv_proba, dtype=np.float64).reshape(-1) >= serv_threshold,
+        metric=gate.metric,
+        costs=costs,
+        samples=boot.samples,
+        seed=boot.seed,
+        confidence=boot.confidence,
+    )
+    better = interval.low >= gate.margin - 1e-12  # "at least the margin", immune to float rounding
     reason = (
         f"candidate {gate.metric} {cand:.4f} vs serving {version} {serv:.4f} on {summary.rows} labelled rows "
-        f"({summary.positives} failures): {'at least' if better else 'less than'} the margin {gate.margin}"
+        f"({summary.positives} failures): improvement {improvement(gate.metric, cand, serv):.4f}, "
+        f"{boot.confidence:.0%} interval [{interval.low:.4f}, {interval.high:.4f}]; its lower bound is "
+        f"{'at least' if better else 'less than'} the margin {gate.margin}"
     )
-    return finish(better=better, reason=reason, difference=cand - serv)
+    return finish(better=better, reason=reason, difference=improvement(gate.metric, cand, serv), interval=interval)

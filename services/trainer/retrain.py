@@ -99,6 +99,7 @@ def run_gate(
         paths=paths,
         candidate_bytes=candidate.model_bytes,
         candidate_version_hint=hint,
+        candidate_threshold=candidate.threshold,
         window=window,
     )
 

@@ -4,10 +4,16 @@
              -> chronological hold-out (last training.validation_fraction of the rows in the dataset's order)
              -> features: DatasetConfig.engineer(DatasetConfig.encode(df)) -- the same arithmetic the
                 ONNX front graph runs, so the scikit-learn object and the file see identical inputs
-             -> fit (model_params)                                                services.trainer.estimator
-             -> export ONNX -> metrics from onnxruntime on the hold-out           export, evaluate
-             -> parity with scikit-learn (max |dp| <= 1e-5, identical labels, or the model is refused)
-             -> registry version vN with metadata.json and a model_metadata.log line   candidate, shared.registry
+             -> the validation model: fit (model_params) on the fit part          services.trainer.estimator
+             -> its ONNX file on the hold-out -> threshold by decision.threshold_policy (services.trainer.decision)
+                -> validation metrics at that threshold (metadata `metrics`: the validation model's figures)
+             -> refit: the same estimator and seed on ALL training rows -> export ONNX   export
+                -> parity with scikit-learn on the hold-out rows (max |dp| <= tolerance, identical labels at the
+                   chosen threshold, or the model is refused; the validation model is checked the same way)
+                -> production rows, when the data version has them (metadata `production_metrics`: the exported
+                   model's figures)                                               evaluate
+             -> registry version vN with metadata.json (`decision`: threshold, policy, costs, curve) and a
+                model_metadata.log line                                           candidate, shared.registry
 
 `train_candidate` stops before the registry (the retrain job gates the candidate first);
 `train_and_register` is what the CLI, `bootstrap` and other parts' tests call. Nothing is written before the
@@ -23,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from services.trainer.candidate import Candidate, doc_string, feature_schema
+from services.trainer.candidate import Candidate, decision_record, doc_string, feature_schema
 from services.trainer.dataset import (
     data_files,
     labels,
@@ -32,6 +38,7 @@ from services.trainer.dataset import (
     readings,
     split_holdout,
 )
+from services.trainer.decision import Costs, choose_threshold
 from services.trainer.estimator import build_estimator, fit_kwargs
 from services.trainer.evaluate import classification_metrics, parity
 from services.trainer.export import export
@@ -49,8 +56,27 @@ COMMAND_TRIGGER = {"kind": "command", "command": "python -m services.trainer tra
 BOOTSTRAP_TRIGGER = {"kind": "bootstrap", "command": "python -m services.trainer bootstrap"}
 
 
+def _fit(settings: Settings, x: np.ndarray, y: np.ndarray, *, where: object) -> tuple[Any, float]:
+    if len(np.unique(y)) < 2:
+        raise DataValidationError(f"{where}: the training part holds one class only")
+    mp = settings.model_params
+    estimator = build_estimator(mp)
+    t0 = time.perf_counter()
+    estimator.fit(x, y, **fit_kwargs(mp, y))
+    return estimator, time.perf_counter() - t0
+
+
+def _check_parity(par: dict, *, which: str, data_version: str, tolerance: float) -> None:
+    if not par["ok"]:
+        raise ExportError(
+            f"ONNX {which} disagrees with scikit-learn on {par['rows']} validation rows of {data_version}: "
+            f"max |dp| {par['max_abs_diff']:.3g} (tolerance {tolerance}), {par['label_disagreements']} label(s) differ "
+            f"({par['at_threshold']} of them within the tolerance of the threshold)"
+        )
+
+
 def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
-    """Fit, export and evaluate one model on `data_version`; nothing is written."""
+    """Fit on the fit part, choose the threshold on the hold-out, refit on all rows, export; nothing is written."""
     check_data_version(data_version)
     paths = Paths.from_settings(settings)
     store = DataStore(paths=paths)
@@ -59,34 +85,50 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     fit, val = split_holdout(df, settings.training.validation_fraction, where=train_path)
     derived = settings.features.derived
     mp = settings.model_params
-    threshold = settings.training.threshold
-
-    x_fit = ds.engineer(readings(fit, ds, where=train_path), derived=derived)
-    y_fit = labels(fit, ds, where=train_path)
-    if len(np.unique(y_fit)) < 2:
-        raise DataValidationError(f"{train_path}: the training part holds one class only")
-    estimator = build_estimator(mp)
-    t0 = time.perf_counter()
-    estimator.fit(x_fit, y_fit, **fit_kwargs(mp, y_fit))
-    training_seconds = time.perf_counter() - t0
-
+    tolerance = settings.training.parity_tolerance
     files = data_files(store, data_version)
-    model_bytes = export(estimator, dataset=ds, derived=derived, doc_string=doc_string(settings, data_version, files))
-    model = load_session(model_bytes, name=f"candidate on {data_version}", features=ds.feature_names)
+    doc = doc_string(settings, data_version, files)
 
-    # Metrics by running the ONNX file; parity against the scikit-learn object on the same rows.
+    def onnx_of(estimator: Any, name: str) -> tuple[bytes, Any]:
+        model_bytes = export(estimator, dataset=ds, derived=derived, doc_string=doc)
+        return model_bytes, load_session(model_bytes, name=name, features=ds.feature_names)
+
+    # 1. The validation model: fitted on the fit part, scored (its ONNX file) on the hold-out it never saw.
     r_val = readings(val, ds, where=train_path)
     y_val = labels(val, ds, where=train_path)
-    p_onnx = model.predict_proba(r_val)
-    p_sk = estimator.predict_proba(ds.engineer(r_val, derived=derived))[:, 1]
-    metrics = classification_metrics(y_val, p_onnx, threshold=threshold)
-    par = parity(p_onnx, p_sk, threshold=threshold, tolerance=settings.training.parity_tolerance)
-    if not par["ok"]:
-        raise ExportError(
-            f"ONNX model disagrees with scikit-learn on {par['rows']} validation rows of {data_version}: "
-            f"max |dp| {par['max_abs_diff']:.3g} (tolerance {settings.training.parity_tolerance}), "
-            f"{par['label_disagreements']} label(s) differ"
-        )
+    x_val = ds.engineer(r_val, derived=derived)
+    fitted, _ = _fit(
+        settings,
+        ds.engineer(readings(fit, ds, where=train_path), derived=derived),
+        labels(fit, ds, where=train_path),
+        where=train_path,
+    )
+    _, val_model = onnx_of(fitted, f"validation model on {data_version}")
+    p_val = val_model.predict_proba(r_val)
+    choice = choose_threshold(
+        y_val,
+        p_val,
+        policy=settings.decision.threshold_policy,
+        costs=Costs.from_config(settings.decision),
+        fixed=settings.training.threshold,
+    )
+    threshold = choice.threshold
+    metrics = classification_metrics(y_val, p_val, threshold=threshold)
+    val_parity = parity(p_val, fitted.predict_proba(x_val)[:, 1], threshold=threshold, tolerance=tolerance)
+    _check_parity(val_parity, which="validation model", data_version=data_version, tolerance=tolerance)
+
+    # 2. The exported model: the same hyperparameters and seed refitted on every training row.
+    estimator, training_seconds = _fit(
+        settings,
+        ds.engineer(readings(df, ds, where=train_path), derived=derived),
+        labels(df, ds, where=train_path),
+        where=train_path,
+    )
+    model_bytes, model = onnx_of(estimator, f"candidate on {data_version}")
+    par = parity(
+        model.predict_proba(r_val), estimator.predict_proba(x_val)[:, 1], threshold=threshold, tolerance=tolerance
+    )
+    _check_parity(par, which="model", data_version=data_version, tolerance=tolerance)
 
     production_metrics = None
     production = load_production_table(store, paths, data_version, ds)
@@ -100,15 +142,19 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         production_metrics["file"] = store.rel(prod_path)
 
     log.info(
-        "trained %s on %s (%d rows, %d held out) in %.2fs: val f1=%.4f precision=%.4f recall=%.4f; parity max|dp|=%.2g",
+        "trained %s on %s (%d rows; validation model on %d, %d held out): threshold %.2f (%s), "
+        "val f1=%.4f precision=%.4f recall=%.4f cost/1000=%.1f; parity max|dp|=%.2g",
         mp.algorithm,
         data_version,
+        len(df),
         len(fit),
         len(val),
-        training_seconds,
+        threshold,
+        choice.policy,
         metrics["f1"],
         metrics["precision"],
         metrics["recall"],
+        choice.expected_cost_per_1000,
         par["max_abs_diff"],
     )
     if production_metrics:
@@ -124,6 +170,7 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         metrics=metrics,
         production_metrics=production_metrics,
         parity=par,
+        decision=decision_record(choice, fit_rows=len(fit), all_rows=len(df), validation_parity=val_parity),
         data_version=data_version,
         data_files=files,
         config={
@@ -131,8 +178,9 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
             "features": settings.section("features"),
             "model_params": settings.section("model_params"),
             "training": settings.section("training"),
+            "decision": settings.section("decision"),
         },
-        feature_schema=feature_schema(fit, ds, derived=derived),
+        feature_schema=feature_schema(df, ds, derived=derived),
         training_seconds=round(training_seconds, 3),
         estimator=estimator,
     )

@@ -44,7 +44,12 @@ class Oracle:
         return self.y
 
 
+def by_f1(settings):
+    return with_gate(settings, metric="f1", margin=0.01)
+
+
 def test_an_identical_candidate_is_kept_by_the_margin(trained, paths, window):
+    trained = by_f1(trained)
     v1_bytes, md = Registry(paths=paths).load_verified("v1")
     result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_version_hint="v2")
     assert result.decision == "keep" and not result.promote
@@ -54,12 +59,15 @@ def test_an_identical_candidate_is_kept_by_the_margin(trained, paths, window):
     assert result.window.model_dump() == {"rows": 800, "positives": int(window[LABEL].sum()), "first_time": stamp(0),
                                           "last_time": stamp(799), "served_by": {"v1": 800}}
     assert "less than the margin" in result.reason
+    assert result.interval.low == result.interval.high == 0.0  # the same decisions on every resampled row
     # With no margin, "at least as good" promotes.
     assert decide(settings=with_gate(trained, margin=0.0), paths=paths, candidate_bytes=v1_bytes, window=window).decision == "promote"
 
 
 def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, window):
     from shared.onnx_model import load_session
+
+    trained = by_f1(trained)
 
     def scorer(model_bytes, *, name):
         return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name, features=trained.dataset.feature_names)
@@ -72,6 +80,8 @@ def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, 
 
 def test_the_gate_metric_is_configurable(trained, paths, window):
     from shared.onnx_model import load_session
+
+    trained = by_f1(trained)
 
     def scorer(model_bytes, *, name):  # flags everything: recall 1, precision tiny
         return Oracle(np.ones(len(window))) if model_bytes == b"all" else load_session(model_bytes, name=name, features=trained.dataset.feature_names)
@@ -106,6 +116,7 @@ def test_a_window_with_too_few_failures_keeps_the_serving_model(trained, paths, 
         return Oracle(window[LABEL]) if model_bytes == b"oracle" else load_session(model_bytes, name=name, features=trained.dataset.feature_names)
 
     positives = int(window[LABEL].sum())
+    trained = by_f1(trained)
     strict = with_gate(trained, min_positives=positives + 1)
     result = decide(settings=strict, paths=paths, candidate_bytes=b"oracle", window=window, scorer=scorer)
     assert result.decision == "keep"
@@ -120,7 +131,10 @@ def test_the_stored_decision_is_flat_and_loads_back_unchanged(trained, paths, wi
     stored = result.model_dump(mode="json")
     score_keys = {"f1", "precision", "recall", "accuracy", "error_rate", "confusion_matrix"}
     assert set(stored) == {"decision", "reason", "metric", "margin", "auto_promote", "threshold", "decided_at",
-                           "window", "candidate", "serving", "difference"}
+                           "window", "candidate", "serving", "difference", "interval", "costs"}
+    assert stored["metric"] == "expected_cost" and stored["costs"] == {"missed_failure": 500.0, "false_alarm": 10.0}
+    assert set(stored["interval"]) == {"low", "high", "confidence", "samples", "seed"}
+    score_keys |= {"threshold", "expected_cost"}
     assert set(stored["candidate"]) == {"version_hint", "onnx_sha256"} | score_keys
     assert set(stored["serving"]) == {"version", "onnx_sha256"} | score_keys
     assert stored["candidate"]["version_hint"] == "v2" and stored["serving"]["onnx_sha256"] == md["onnx_sha256"]
@@ -146,3 +160,87 @@ def test_an_empty_window_is_stored_without_scores(trained, paths, window):
     stored = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window.iloc[:0]).model_dump()
     assert stored["window"] == {"rows": 0, "positives": 0, "first_time": None, "last_time": None}
     assert set(stored["candidate"]) == {"version_hint", "onnx_sha256"} and stored["serving"] == {"version": "v1"}
+
+
+class Fixed:
+    """A model that answers given probabilities."""
+
+    def __init__(self, p):
+        self.p = np.asarray(p, dtype=np.float32)
+
+    def predict_proba(self, readings):
+        return self.p
+
+
+def seven_failure_window(window):
+    """The first 700 rows with exactly 7 failures (the window sizes the old F1 gate flipped on)."""
+    w = window.iloc[:700].copy()
+    w[LABEL] = 0
+    w.iloc[[50, 150, 250, 350, 450, 550, 650], w.columns.get_loc(LABEL)] = 1
+    return w
+
+
+def fixed_pair(window, candidate_p, serving_p):
+    def scorer(model_bytes, *, name):
+        return Fixed(candidate_p if model_bytes == b"candidate" else serving_p)
+
+    return scorer
+
+
+def test_a_candidate_whose_interval_straddles_zero_is_not_promoted(trained, paths, window):
+    w = seven_failure_window(window)
+    y = w[LABEL].to_numpy()
+    failures = np.flatnonzero(y)
+    serving_p = y * 0.9  # catches all 7 ...
+    serving_p[failures[:2]] = 0.1  # ... but two
+    candidate_p = y * 0.9
+    candidate_p[failures[:1]] = 0.1  # catches one more failure ...
+    candidate_p[np.flatnonzero(y == 0)[:8]] = 0.9  # ... and raises 8 false alarms
+    result = decide(settings=trained, paths=paths, candidate_bytes=b"candidate", window=w,
+                    scorer=fixed_pair(w, candidate_p, serving_p))
+    assert result.window.rows == 700 and result.window.positives == 7
+    # Better on the point estimate: one missed failure (500) against 8 false alarms (80), per 700 rows ...
+    assert result.difference == pytest.approx(1000 * (500 - 80) / 700)
+    # ... but the interval straddles zero (the one failure it adds is absent from many resamples): kept.
+    assert result.interval.low < 0 < result.interval.high
+    assert result.decision == "keep" and "less than the margin" in result.reason
+    assert "interval" in result.reason
+    # Comparing the point estimates alone, as the gate used to, would have promoted it.
+    assert result.difference >= trained.monitoring.gate.margin
+
+
+def test_the_same_candidate_and_window_give_the_same_decision_and_interval(trained, paths, window):
+    v1_bytes, _ = Registry(paths=paths).load_verified("v1")
+    rng = np.random.default_rng(0)
+    serving_p = rng.random(len(window)) * (0.2 + 0.8 * window[LABEL].to_numpy())
+    runs = [
+        decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window,
+               scorer=lambda b, *, name: Fixed(serving_p) if name.startswith("serving") else load(b, trained))
+        for _ in range(2)
+    ]
+    first, second = (r.model_dump(mode="json") for r in runs)
+    first.pop("decided_at"), second.pop("decided_at")
+    assert first == second and first["interval"]["low"] != first["interval"]["high"]
+    # Another seed: another interval (the seed is what makes it reproducible).
+    other = decide(settings=with_gate(trained, bootstrap=trained.monitoring.gate.bootstrap.model_copy(update={"seed": 7})),
+                   paths=paths, candidate_bytes=v1_bytes, window=window,
+                   scorer=lambda b, *, name: Fixed(serving_p) if name.startswith("serving") else load(b, trained))
+    assert other.interval.model_dump() != runs[0].interval.model_dump()
+
+
+def load(model_bytes, settings):
+    from shared.onnx_model import load_session
+
+    return load_session(model_bytes, name="candidate", features=settings.dataset.feature_names)
+
+
+def test_each_model_runs_at_its_own_threshold_unless_config_overrides(trained, paths, window):
+    v1_bytes, md = Registry(paths=paths).load_verified("v1")
+    dep = trained.deployment
+    own = trained.model_copy(update={"deployment": dep.model_copy(update={"threshold": None})})
+    result = decide(settings=own, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_threshold=0.3)
+    assert result.threshold is None
+    assert result.candidate.scores.threshold == 0.3
+    assert result.serving.scores.threshold == md["decision"]["threshold"]
+    forced = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_threshold=0.3)
+    assert forced.threshold == dep.threshold == forced.candidate.scores.threshold == forced.serving.scores.threshold

@@ -141,7 +141,7 @@ def test_metadata_records_lineage_and_round_trips(prepped):
     assert {"path": train_rel, "sha256": entry.sha256, "rows": 7000} in md["data_files"]
     assert md["feature_schema"]["input"]["columns"] == prepped.dataset.feature_names
     assert md["feature_schema"]["ranges"]["torque_nm"]["min"] > 0
-    assert set(md["config"]) == {"data_version", "features", "model_params", "training"}
+    assert set(md["config"]) == {"data_version", "features", "model_params", "training", "decision"}
     assert md["git"]["commit"] and md["library_versions"]["onnxruntime"]
     assert md["metrics"]["rows"] == 1400 and set(md["metrics"]["confusion_matrix"]) == {"tn", "fp", "fn", "tp"}
     log_lines = paths.metadata_log.read_text().splitlines()
