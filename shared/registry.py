@@ -95,6 +95,19 @@ def logged_versions(text: str) -> set[str]:
     return out
 
 
+DEFAULT_THRESHOLD = 0.5  # a model registered before thresholds were chosen, with no threshold recorded
+
+
+def model_threshold(metadata: dict) -> float:
+    """The threshold a registered model serves with when config does not override it (deployment.threshold
+    null): the one the trainer chose (metadata decision.threshold), else the training threshold it recorded."""
+    decision = metadata.get("decision") or {}
+    if decision.get("threshold") is not None:
+        return float(decision["threshold"])
+    recorded = ((metadata.get("config") or {}).get("training") or {}).get("threshold")
+    return DEFAULT_THRESHOLD if recorded is None else float(recorded)
+
+
 class Registry:
     def __init__(self, *, paths: Paths) -> None:
         self.paths = paths

@@ -32,7 +32,7 @@ from shared.errors import ClockworkError, ConfigError
 from shared.gitinfo import git_info
 from shared.onnx_model import OnnxModel, load_session
 from shared.paths import Paths
-from shared.registry import Registry
+from shared.registry import Registry, model_threshold
 from shared.schemas import utc_now
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ class ServingModel:
     onnx_sha256: str
     loaded_at: str
     width: int
+    threshold: float  # a probability at or above it is answered 1 (config's override, else the model's own)
     row: np.ndarray = field(init=False)
     predict_route: RouteMetrics | None = None
     batch_route: RouteMetrics | None = None
@@ -73,6 +74,11 @@ class ServingModel:
         return self.model.predict_proba(readings)
 
 
+def serving_threshold(override: float | None, metadata: dict) -> float:
+    """config's deployment.threshold when set, else the threshold the trainer chose for this model."""
+    return override if override is not None else model_threshold(metadata)
+
+
 def load_serving_model(paths: Paths, version: str, *, probe: np.ndarray) -> ServingModel:
     """Load `version` from the registry (sha256, no external data, signature) and check it answers `probe`
     (float32 [2, F], a reading of the dataset as the model's input, reading.ReadingSchema.probe). Blocking."""
@@ -91,6 +97,7 @@ def load_serving_model(paths: Paths, version: str, *, probe: np.ndarray) -> Serv
         onnx_sha256=metadata["onnx_sha256"],
         loaded_at=utc_now(),
         width=probe.shape[1],
+        threshold=serving_threshold(paths.settings.deployment.threshold, metadata),
     )
     row_probe = served.row
     row_probe[0, :] = probe[0]

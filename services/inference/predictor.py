@@ -39,7 +39,6 @@ class Predictor:
     def __init__(
         self,
         *,
-        threshold: float,
         ids: RequestIds,
         clock: UtcClock,
         metrics: Metrics,
@@ -50,7 +49,6 @@ class Predictor:
         self.coalesce = coalesce  # False: every request runs its own one-row call at once (for comparison)
         self.max_rows = max_rows  # a batch this large runs at once
         self.max_open_iterations = max_open_iterations  # loop iterations a batch stays open while it grows
-        self.threshold = threshold
         self.ids = ids
         self.clock = clock
         self.metrics = metrics
@@ -100,7 +98,7 @@ class Predictor:
 
     def record(self, model: ServingModel, inputs: list[dict], probabilities: list[float], *, route) -> list[tuple]:
         """Label, name and log predictions (one write for all), count them; [(request_id, p, label)]."""
-        threshold, next_id = self.threshold, self.ids.next
+        threshold, next_id = model.threshold, self.ids.next
         results, positives = [], 0
         for p in probabilities:
             label = 1 if p >= threshold else 0

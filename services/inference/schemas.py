@@ -143,7 +143,8 @@ class ModelInfo(BaseModel):
     model_version: str
     onnx_sha256: str
     loaded_at: str
-    threshold: float
+    threshold: float = Field(description="the served model's threshold: deployment.threshold, else the model's own")
+    instance_id: str = Field(description="the instance (process or replica) that answered")
     input_columns: list[str] = Field(description="the model input's columns, in order (the dataset's features)")
     metadata: dict[str, Any]
 

@@ -93,7 +93,6 @@ class Service:
         self.paths = Paths.from_settings(settings)
         self.instance_id = check_instance_id(instance_id) if instance_id else default_instance_id()
         dep = settings.deployment
-        self.threshold = dep.threshold
         self.max_body = dep.max_body_bytes
         self.reading = ReadingSchema.build(settings.dataset)  # the request model and encoder, from the dataset
         self.Reading = self.reading.model
@@ -105,7 +104,6 @@ class Service:
         self.watcher = ConfigWatcher(settings=settings, holder=self.holder)
         self.clock = UtcClock()
         self.predictor = Predictor(
-            threshold=self.threshold,
             ids=RequestIds(),
             clock=self.clock,
             metrics=self.metrics,

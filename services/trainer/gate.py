@@ -35,7 +35,7 @@ from shared.errors import DataValidationError, NotFoundError
 from shared.onnx_model import load_session
 from shared.paths import Paths
 from shared.pin import pinned_version
-from shared.registry import Registry
+from shared.registry import Registry, model_threshold
 from shared.schemas import utc_now
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,6 @@ Decision = Literal["promote", "keep"]
 PROMOTE: Decision = "promote"
 KEEP: Decision = "keep"
 GateMetric = Literal["expected_cost", "f1", "recall", "precision"]  # monitoring.gate.metric
-DEFAULT_THRESHOLD = 0.5  # a serving model registered before thresholds were chosen, with no threshold recorded
 
 
 class Scorer(Protocol):
@@ -185,15 +184,6 @@ def score(y_true: np.ndarray, proba: np.ndarray, *, threshold: float, costs: Cos
         threshold=threshold,
         expected_cost=None if costs is None else costs.per_1000(fn=fn, fp=fp, rows=len(y)),
     )
-
-
-def model_threshold(metadata: dict) -> float:
-    """The threshold a registered model serves with when config does not override it."""
-    decision = metadata.get("decision") or {}
-    if decision.get("threshold") is not None:
-        return float(decision["threshold"])
-    recorded = ((metadata.get("config") or {}).get("training") or {}).get("threshold")
-    return DEFAULT_THRESHOLD if recorded is None else float(recorded)
 
 
 def window_summary(window: pd.DataFrame, label: str) -> WindowSummary:

@@ -33,7 +33,7 @@ def models(paths):
 
 
 def make(metrics, tmp_path, **kw):
-    p = Predictor(threshold=0.5, ids=RequestIds(), clock=UtcClock(), metrics=metrics, **kw)
+    p = Predictor(ids=RequestIds(), clock=UtcClock(), metrics=metrics, **kw)
     p.log = PredictionLog(tmp_path / "p.jsonl")
     return p
 

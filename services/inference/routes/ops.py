@@ -77,7 +77,8 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
             "model_version": current.version,
             "onnx_sha256": current.onnx_sha256,
             "loaded_at": current.loaded_at,
-            "threshold": svc.threshold,
+            "threshold": current.threshold,
+            "instance_id": svc.instance_id,
             "input_columns": input_columns,
             "metadata": current.metadata,
         }

@@ -22,7 +22,7 @@ from services.inference.service import Service
 
 
 def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
-    Reading, Batch, limit, threshold = svc.Reading, svc.Batch, svc.max_body, svc.threshold
+    Reading, Batch, limit = svc.Reading, svc.Batch, svc.max_body
     deadlines = BodyDeadlines(svc.settings.security.body_read_timeout_s)
     model = svc.model
     submit, record = svc.predictor.submit, svc.predictor.record
@@ -37,7 +37,7 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
             "model_version": m.version,
             "failure_probability": probability,
             "prediction": label,
-            "threshold": threshold,
+            "threshold": m.threshold,
         }
         return JSONBytes(orjson.dumps(body), 200, m.predict_route)
 
@@ -49,7 +49,7 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
         results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route)
         body = {
             "model_version": m.version,
-            "threshold": threshold,
+            "threshold": m.threshold,
             "predictions": [
                 {"request_id": rid, "failure_probability": p, "prediction": label} for rid, p, label in results
             ],
