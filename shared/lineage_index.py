@@ -2,11 +2,11 @@
 line, in an SQLite file (`Paths.lineage_index`, WAL mode) kept current by reading only what was appended.
 
 Tables: `files`, one row per log file (its kind, prediction or feedback; its name; `size`, the committed offset:
-the end of the last complete line indexed; the lines before it; its first bytes, `head`), and `records`
+the end of the last complete line indexed; the lines before it; its first line, `head`), and `records`
 (request_id, file, start, length, line). A catch-up (`LineageIndex.catch_up`: before every lookup, or
 `python -m services.monitor lineage-index`) stats each *.jsonl of the two log folders. A file whose size is its
 committed offset costs nothing more; a longer one is read from that offset to its last newline (an unfinished or
-torn last line waits for the next catch-up). A file shorter than its offset, or whose first bytes changed, was
+torn last line waits for the next catch-up). A file shorter than its offset, or whose first line changed, was
 replaced: it gets a new file id and is read from 0; a file gone from its folder loses its `files` row. Rows of a
 file id that no longer has a `files` row are never joined again (left in place: deleting them is a scan of the
 whole table).
@@ -40,7 +40,7 @@ from shared.paths import LOG_SUFFIX, Paths
 log = logging.getLogger(__name__)
 
 CHUNK = 8 << 20  # bytes read and committed per transaction
-HEAD = 64  # first bytes of a file kept to recognise a replaced file
+HEAD = 1024  # a file's first line (up to this) is kept to recognise a replaced file (its id and time differ)
 BUSY_TIMEOUT_S = 60.0  # how long a catch-up waits for another process's transaction
 LINE_RE = re.compile(rb'(?m)^[^\n]*?"request_id":"([^"\n]*)"[^\n]*\n')
 
@@ -190,7 +190,7 @@ class LineageIndex:
                             con.execute("DELETE FROM files WHERE id = ?", (state[0],))
                         fid = con.execute(
                             "INSERT INTO files (kind, name, size, lines, head) VALUES (?, ?, ?, ?, ?)",
-                            (kind, path.name, start + cut, lines_after, block[:HEAD]),
+                            (kind, path.name, start + cut, lines_after, block[: min(HEAD, block.index(b"\n") + 1)]),
                         ).lastrowid
                     else:
                         con.execute(
