@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 CHUNK = 8 << 20  # bytes read and committed per transaction
 HEAD = 1024  # a file's first line (up to this) is kept to recognise a replaced file (its id and time differ)
 BUSY_TIMEOUT_S = 60.0  # how long a catch-up waits for another process's transaction
-LINE_RE = re.compile(rb'(?m)^[^\n]*?"request_id":"([^"\n]*)"[^\n]*\n')
+NEEDLE = b'"request_id":"'
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -85,13 +84,16 @@ def parse_block(block: bytes, start: int, lines: int) -> tuple[list[tuple[str, i
     """(request_id, offset, length, line number) of the lines of `block` (complete lines, found at byte `start` of
     its file after `lines` lines) that name a request id, and the lines of the file up to the end of `block`."""
     out = []
-    counted, n = 0, lines  # newlines in block[:counted] are in n
-    for m in LINE_RE.finditer(block):
-        s = m.start()
-        n += block.count(b"\n", counted, s)
-        counted = s
-        out.append((m.group(1).decode("utf-8", "replace"), start + s, m.end() - s, n + 1))
-    return out, lines + block.count(b"\n")
+    at, n, skip = start, lines, len(NEEDLE)
+    for line in block.split(b"\n")[:-1]:
+        n += 1
+        i = line.find(NEEDLE)
+        if i >= 0:
+            j = line.find(b'"', i + skip)
+            if j >= 0:
+                out.append((line[i + skip : j].decode("utf-8", "replace"), at, len(line) + 1, n))
+        at += len(line) + 1
+    return out, n
 
 
 class LineageIndex:
