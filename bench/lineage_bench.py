@@ -271,11 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         for k, n in enumerate(int(s) for s in args.sizes.split(",")):
             r = size_run(paths, n, lookups=args.lookups, scan_lookups=args.scan_lookups if k == 0 else 0)
             results["sizes"].append(r)
-            print(json.dumps(r), flush=True)  # noqa: T201 (a benchmark's answer)
+            print(json.dumps(r), flush=True)
             ids = ["new-7"]
         if not args.no_service and ids:
             results["loopers"] = loopers_run(config, ids[0], seconds=args.seconds, rounds=args.rounds)
-            print(json.dumps(results["loopers"]), flush=True)  # noqa: T201
+            print(json.dumps(results["loopers"]), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2))
     return 0

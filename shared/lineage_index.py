@@ -12,8 +12,9 @@ file id that no longer has a `files` row are never joined again (left in place: 
 whole table).
 A line's request_id is the first `"request_id":"<id>"` in it, written as the services write it (compact JSON:
 `shared.schemas.PredictionRecord.to_line`, services/inference/logs.py): the lines the former full scan found,
-malformed ones included. `LineageIndex.find` returns those lines, read back with one pread each; parsing them and
-reporting the malformed ones is the caller's (shared/lineage.py).
+malformed ones included. `LineageIndex.find` returns those lines, read back with one pread each (at most MAX_HITS
+of each kind: a log full of copies of one line cannot make a lookup long); parsing them and reporting the malformed
+ones is the caller's (shared/lineage.py).
 
 Several processes (inference replicas, the monitor, the CLI) may catch up at once: each chunk is one transaction
 (BEGIN IMMEDIATE) that first checks that the file's committed offset is still the one it read from (else it rolls
@@ -25,6 +26,7 @@ database is reported (ClockworkError naming it and what to do), never overwritte
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -32,7 +34,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from shared.cli import answer
+from shared.config import Settings
 from shared.errors import ClockworkError
 from shared.paths import LOG_SUFFIX, Paths
 
@@ -51,9 +56,11 @@ CREATE TABLE IF NOT EXISTS records (
     request_id TEXT NOT NULL, file INTEGER NOT NULL, start INTEGER NOT NULL, length INTEGER NOT NULL,
     line INTEGER NOT NULL, PRIMARY KEY (request_id, file, start)) WITHOUT ROWID;
 """
+KINDS = ("prediction", "feedback")
+MAX_HITS = 1000  # lines of one kind read back per lookup
 LOOKUP = (
     "SELECT f.kind, f.name, r.start, r.length, r.line FROM records r JOIN files f ON f.id = r.file "
-    "WHERE r.request_id = ? ORDER BY f.kind, f.name, r.start"
+    "WHERE r.request_id = ? AND f.kind = ? ORDER BY f.name, r.start LIMIT ?"
 )
 
 
@@ -94,6 +101,12 @@ def parse_block(block: bytes, start: int, lines: int) -> tuple[list[tuple[str, i
                 out.append((line[i + skip : j].decode("utf-8", "replace"), at, len(line) + 1, n))
         at += len(line) + 1
     return out, n
+
+
+def catch_up_command(args: object, settings: Settings) -> int:
+    """`python -m services.monitor lineage-index`: catch the index up now; what was read, as JSON on stdout."""
+    answer(json.dumps(LineageIndex(Paths.from_settings(settings)).catch_up().summary()))
+    return 0
 
 
 class LineageIndex:
@@ -211,21 +224,37 @@ class LineageIndex:
                 stats.rows += len(found)
 
     def find(self, request_id: str) -> list[Hit]:
-        """Catch up, then the log lines that name `request_id` (by kind, file name and offset), each read back."""
+        """Catch up, then the log lines that name `request_id` (by kind, file name and offset), each read back: at
+        most MAX_HITS of each kind (an id is logged once; a log full of copies of one line must not make a lookup
+        read them all)."""
         with self.connect() as con:
             self.catch_up(con)
-            rows = con.execute(LOOKUP, (request_id,)).fetchall()
-        needle = b'"request_id":"' + request_id.encode("utf-8") + b'"'
-        hits = []
-        for kind, name, start, length, line in rows:
-            path = self.dirs[kind] / name
-            try:
-                with open(path, "rb") as f:
-                    text = os.pread(f.fileno(), length, start)
-            except FileNotFoundError:
-                continue  # removed since the catch-up
-            if needle in text and text.endswith(b"\n"):
-                hits.append(Hit(kind, path, line, text))
-            else:  # replaced between the catch-up and this read: the next catch-up reindexes it
-                log.warning("lineage index: %s:%d no longer holds request_id %r", path, line, request_id)
+            rows = []
+            for kind in KINDS:
+                found = con.execute(LOOKUP, (request_id, kind, MAX_HITS + 1)).fetchall()
+                if len(found) > MAX_HITS:
+                    log.warning("lineage index: more than %d %s lines name %r: the first %d are read", MAX_HITS,
+                                kind, request_id, MAX_HITS)  # fmt: skip
+                rows += found[:MAX_HITS]
+        needle = NEEDLE + request_id.encode("utf-8") + b'"'
+        hits: list[Hit] = []
+        files: dict[Path, BinaryIO | None] = {}
+        try:
+            for kind, name, start, length, line in rows:
+                path = self.dirs[kind] / name
+                if path not in files:
+                    try:
+                        files[path] = open(path, "rb")  # noqa: SIM115 (closed below)
+                    except FileNotFoundError:
+                        files[path] = None  # removed since the catch-up
+                f = files[path]
+                text = os.pread(f.fileno(), length, start) if f else b""
+                if needle in text and text.endswith(b"\n"):
+                    hits.append(Hit(kind, path, line, text))
+                elif f:  # replaced between the catch-up and this read: the next catch-up reindexes it
+                    log.warning("lineage index: %s:%d no longer holds request_id %r", path, line, request_id)
+        finally:
+            for f in files.values():
+                if f:
+                    f.close()
         return hits

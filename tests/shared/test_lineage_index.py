@@ -112,6 +112,17 @@ def test_a_lookup_of_an_unknown_id_says_so(paths):
     assert find_prediction(paths, "known")[1].request_id == "known"
 
 
+def test_a_lookup_reads_at_most_max_hits_copies_of_a_line(paths, monkeypatch):
+    import shared.lineage_index as li
+
+    monkeypatch.setattr(li, "MAX_HITS", 5)
+    write(paths.prediction_log("i1"), pred("copy") * 8)
+    write(paths.feedback_log("i1"), feedback("copy") * 2)
+    hits = LineageIndex(paths).find("copy")
+    expected = [("prediction", n) for n in range(1, 6)] + [("feedback", 1), ("feedback", 2)]
+    assert [(h.kind, h.line) for h in hits] == expected
+
+
 def test_a_malformed_line_is_found_and_named_by_its_line(paths):
     log = paths.prediction_log("i1")
     write(log, pred("m-0") + pred("m-1").replace(b'"probability"', b'"probabilty"'))
@@ -164,3 +175,15 @@ def test_two_processes_catching_up_at_once_index_each_line_once(paths, project):
         by_id[rid] = by_id.get(rid, 0) + 1
     assert set(by_id.values()) == {1, 2} and by_id["p1-0"] == 2 and by_id["p1-1"] == 1  # prediction (+ feedback)
     assert LineageIndex(paths).catch_up().rows == 0
+
+
+def test_the_monitor_cli_catches_the_index_up(paths, project, capsys):
+    import json
+
+    from services.monitor.__main__ import main
+
+    write(paths.prediction_log("i1"), pred("c-0") + pred("c-1"))
+    assert main(["lineage-index", "--config", str(project.config_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 2
+    assert main(["lineage-index", "--config", str(project.config_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["rows"] == 0
