@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -125,10 +126,7 @@ class LineageIndex:
             raise ClockworkError(f"{self.path}: cannot open the lineage index: {e}") from e
         try:
             try:
-                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    con.execute("PRAGMA journal_mode=WAL")
-                con.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints; a lost tail is re-read
-                con.executescript(SCHEMA)
+                self._setup(con)
                 yield con
             except sqlite3.OperationalError as e:
                 raise ClockworkError(f"{self.path}: lineage index: {e}") from e
@@ -139,6 +137,22 @@ class LineageIndex:
                 ) from e
         finally:
             con.close()
+
+    def _setup(self, con: sqlite3.Connection) -> None:
+        """WAL mode and the tables. Two processes creating the file at once can get SQLITE_BUSY at once (SQLite
+        does not wait where waiting could deadlock): retried until BUSY_TIMEOUT_S."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                if con.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints; a lost tail is re-read
+                con.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as e:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def catch_up(self, con: sqlite3.Connection | None = None) -> CatchUpStats:
         """Index what was appended to the logs since the last catch-up (complete lines only)."""
