@@ -167,6 +167,7 @@ class DeploymentConfig(_Strict):
     deployment_log: RelPath
     prediction_log_dir: RelPath
     feedback_log_dir: RelPath
+    lineage_index: RelPath  # SQLite file: request_id -> (log, offset) of prediction and feedback lines
 
 
 class SecurityConfig(_Strict):

@@ -1,6 +1,8 @@
 """Lineage: from one request_id back to the raw file and the code.
 
-prediction (prediction log) + its label (feedback log)
+prediction (prediction log) + its label (feedback log), found through the lineage index (shared/lineage_index.py:
+caught up with what was appended to the logs, then one read per line: the cost does not grow with history); a
+malformed prediction line is an error naming file:line, a malformed feedback line goes under `problems`
  -> model version: metrics, onnx sha256, git commit, the trigger and gate that produced it
  -> what the deployment log says was serving when it answered (deployment_log.csv)
  -> data version: its manifest entries
@@ -20,7 +22,8 @@ from shared.atomic import sha256_file
 from shared.datastore import DataStore
 from shared.deploylog import serving_at
 from shared.errors import DataValidationError, NotFoundError, explain
-from shared.paths import LOG_SUFFIX, Paths
+from shared.lineage_index import Hit, LineageIndex
+from shared.paths import Paths
 from shared.registry import Registry
 from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord
 
@@ -28,81 +31,44 @@ MAX_DEPTH = 20
 log = logging.getLogger(__name__)
 
 
-CHUNK = 1 << 16  # the scan reads this much at a time: the GIL is free during each read, held ~0.1 ms per find
-
-
-def _scan_file(path: Path, needle: bytes) -> list[tuple[int, bytes]]:
-    """(line number, line) of the complete lines of `path` that contain `needle`: read in blocks and searched
-    with bytes.find (C speed), so the cost is the file's size, not its number of lines in Python."""
-    found: list[tuple[int, bytes]] = []
-    lines_before = 0  # complete lines before `block`
-    tail = b""
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(CHUNK)
-            block = tail + data if tail else data
-            counted_to, line_no = 0, lines_before  # newlines in block[:counted_to], added to line_no
-            at = block.find(needle)
-            while at >= 0:
-                start = block.rfind(b"\n", 0, at) + 1
-                end = block.find(b"\n", at)
-                if end < 0:
-                    break  # the line goes on in the next block (or is unfinished at the end of the file)
-                line_no += block.count(b"\n", counted_to, start)
-                counted_to = start
-                found.append((line_no + 1, block[start : end + 1]))
-                at = block.find(needle, end + 1)
-            if not data:
-                return found
-            cut = block.rfind(b"\n") + 1
-            if at >= 0 and cut > 0:
-                cut = min(cut, block.rfind(b"\n", 0, at) + 1)  # keep the partial line holding a match
-            lines_before += block.count(b"\n", 0, cut)
-            tail = block[cut:]
-
-
-def _scan(directory: Path, request_id: str) -> list[tuple[Path, int, bytes]]:
-    """(file, line number, line) of the *.jsonl lines in `directory` whose request_id is `request_id`, found by
-    `"request_id":"<id>"` as the services write it (compact JSON: PredictionRecord/FeedbackRecord.to_line), so
-    one find per block whatever the id (an id such as "M" does not make every line a candidate)."""
-    needle = b'"request_id":"' + request_id.encode("utf-8") + b'"'
-    found: list[tuple[Path, int, bytes]] = []
-    if not directory.is_dir():
-        return found
-    for path in sorted(directory.glob(f"*{LOG_SUFFIX}")):
-        found += [(path, n, line) for n, line in _scan_file(path, needle)]
-    return found
-
-
-def find_prediction(paths: Paths, request_id: str) -> tuple[Path, PredictionRecord]:
+def find_prediction(paths: Paths, request_id: str, hits: list[Hit] | None = None) -> tuple[Path, PredictionRecord]:
+    """The first well-formed prediction record of request_id (by log file name, then line); `hits`: the index's
+    lines for it (default: looked up). Only malformed ones: DataValidationError naming the first (file:line)."""
     malformed = []
-    for path, n, line in _scan(paths.prediction_log_dir, request_id):
+    for hit in LineageIndex(paths).find(request_id) if hits is None else hits:
+        if hit.kind != "prediction":
+            continue
         try:
-            rec = PredictionRecord.model_validate_json(line)
+            rec = PredictionRecord.model_validate_json(hit.text)
         except ValidationError as e:
             malformed.append(
-                f"{path}:{n}: the prediction record for request_id {request_id!r} is malformed: {explain(e)}"
+                f"{hit.path}:{hit.line}: the prediction record for request_id {request_id!r} is malformed: {explain(e)}"
             )
             continue
         if rec.request_id == request_id:
-            return path, rec
+            return hit.path, rec
     if malformed:
         raise DataValidationError(malformed[0] + (f" (+{len(malformed) - 1} more)" if len(malformed) > 1 else ""))
     raise NotFoundError(f"No prediction with request_id {request_id!r} in {paths.prediction_log_dir}")
 
 
-def find_feedback(paths: Paths, request_id: str, *, problems: list[str] | None = None) -> list[dict]:
+def find_feedback(
+    paths: Paths, request_id: str, hits: list[Hit] | None = None, *, problems: list[str] | None = None
+) -> list[dict]:
     """The labels for request_id; a malformed line that mentions it goes to `problems` (file:line: why)."""
     out = []
-    for path, n, line in _scan(paths.feedback_log_dir, request_id):
+    store = DataStore(paths=paths)
+    for hit in LineageIndex(paths).find(request_id) if hits is None else hits:
+        if hit.kind != "feedback":
+            continue
         try:
-            rec = FeedbackRecord.model_validate_json(line)
+            rec = FeedbackRecord.model_validate_json(hit.text)
         except ValidationError as e:
             if problems is not None:
-                problems.append(f"{DataStore(paths=paths).rel(path)}:{n}: malformed feedback line: {explain(e)}")
+                problems.append(f"{store.rel(hit.path)}:{hit.line}: malformed feedback line: {explain(e)}")
             continue
         if rec.request_id == request_id:
-            out.append(rec.model_dump() | {"log": DataStore(paths=paths).rel(path)})
+            out.append(rec.model_dump() | {"log": store.rel(hit.path)})
     return out
 
 
@@ -141,14 +107,15 @@ def _raw_leaves(node: dict) -> list[dict]:
 
 
 def lineage(paths: Paths, request_id: str) -> dict:
-    log_path, pred = find_prediction(paths, request_id)
+    hits = LineageIndex(paths).find(request_id)
+    log_path, pred = find_prediction(paths, request_id, hits)
     store = DataStore(paths=paths)
     md = Registry(paths=paths).metadata(pred.model_version)
     entries = store.entries()
     raw_rel = store.rel(paths.raw_file)
     raw_expected = paths.settings.dataset.raw_sha256
     problems: list[str] = []
-    feedback = find_feedback(paths, request_id, problems=problems)
+    feedback = find_feedback(paths, request_id, hits, problems=problems)
     for problem in problems:
         log.warning("lineage of %s: %s", request_id, problem)
     chains = [

@@ -126,6 +126,11 @@ class Paths:
         return self.feedback_log_dir / f"{instance_id}{LOG_SUFFIX}"
 
     @property
+    def lineage_index(self) -> Path:
+        """The SQLite index of request_id -> (log file, byte offset) that lineage lookups read."""
+        return self._v(self.settings.deployment.lineage_index)
+
+    @property
     def embedded_redis_dir(self) -> Path:
         return self._v(self.settings.redis.embedded_data_dir)
 

@@ -24,6 +24,7 @@ import threading
 
 from shared.cli import Cli, answer
 from shared.config import Settings
+from shared.lineage_index import catch_up_command
 from shared.paths import Paths
 
 log = logging.getLogger("services.monitor")
@@ -99,6 +100,7 @@ def build_cli() -> Cli:
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
     ln = cli.command("lineage", lineage, summary="prediction -> model -> data version -> raw file -> commit, as JSON")
     ln.add_argument("request_id")
+    cli.command("lineage-index", catch_up_command, summary="catch the lineage index up with the logs' new lines")
     return cli
 
 

@@ -194,7 +194,8 @@ LOOPER = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_twelve_lineage_loopers_do_not_starve_predict(serve):
-    """/predict throughput with 12 clients looping on /lineage (over a 90 MB prediction log) >= 0.8 of alone."""
+    """/predict throughput with 12 clients looping on /lineage (over a 90 MB prediction log) >= 0.8 of alone: the
+    lookups go through the lineage index (the first one builds it), so each costs what was appended since."""
     from bench.loadgen import run_load
 
     svc = serve(env={"CLOCKWORK_API_KEY": KEY})
@@ -205,6 +206,10 @@ def test_twelve_lineage_loopers_do_not_starve_predict(serve):
     t = time.monotonic()
     assert httpx.get(f"{svc.url}/lineage/ffffffffffffffff-0000001", headers={"X-API-Key": KEY}).status_code == 404
     lookup_s = time.monotonic() - t
+    t = time.monotonic()
+    assert httpx.get(f"{svc.url}/lineage/{line['request_id']}", headers={"X-API-Key": KEY}).status_code == 200
+    indexed_s = time.monotonic() - t
+    assert indexed_s < 0.5, f"a lookup over an indexed 90 MB log took {indexed_s:.3f}s"  # a scan: 0.2-0.4 s
     body = httpx.Request("POST", "/", json=READING).content
     seconds = 3.0
 
@@ -225,13 +230,13 @@ def test_twelve_lineage_loopers_do_not_starve_predict(serve):
     # two robust views of one noisy machine (other work on it can ruin a round): the better must hold
     ratio = max(statistics.median(contended) / statistics.median(alone),
                 statistics.median(c / a for c, a in zip(contended, alone, strict=True)))
-    print(f"lookup {lookup_s:.3f}s; /predict alone {[round(x) for x in alone]} req/s, with 12 lineage loopers "
-          f"{[round(x) for x in contended]} req/s: ratio {ratio:.2f}; loopers' answers {looped}")
+    print(f"first lookup {lookup_s:.3f}s, then {indexed_s:.3f}s; /predict alone {[round(x) for x in alone]} req/s, "
+          f"with 12 lineage loopers {[round(x) for x in contended]} req/s: ratio {ratio:.2f}; answers {looped}")
     counts = svc.counts("/predict")
     assert svc.prediction_lines - before_lines == counts["200"] - 1  # ledger: answered = logged
     lineage = svc.counts("/lineage")
     assert lineage.get("404", 0) > 0 and "500" not in lineage, lineage
-    assert ratio >= 0.75, f"/predict kept only {ratio:.2f} of its throughput"  # 0.8 measured, slack for noise
+    assert ratio >= 0.8, f"/predict kept only {ratio:.2f} of its throughput"  # 0.96-1.0 measured with the index
 
 
 def test_keys_come_from_the_environment_or_a_secrets_file_and_guard_feedback_and_lineage(serve, tmp_path):

@@ -1,7 +1,8 @@
 """GET /health, /ready, /model, /lineage/{request_id}, /metrics: what operators and auditors ask.
 
 /metrics is the only route not counted in the request metrics (a scrape is not traffic).
-A lineage lookup reads the logs: it runs in a worker thread, at most `security.lineage_concurrency` at once
+A lineage lookup catches the lineage index up with what was appended to the logs, then reads the request's lines
+(shared/lineage_index.py): off the event loop, in a worker thread, at most `security.lineage_concurrency` at once
 with `security.lineage_waiting` more queued behind them; any more is a fast 429 with Retry-After, so that
 clients looping on the audit route cannot starve /predict. It reads the audit trail: keyed when a key is set.
 """
