@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from services.inference.docs_pages import add_docs
 from services.inference.routes import all_routes
 from services.inference.routing import SECURITY_SCHEMES, JSONBytes
 from services.inference.service import Service
@@ -78,7 +79,10 @@ def create_app(settings: Settings, *, instance_id: str | None = None, api_key: s
         description=description(settings.dataset),
         lifespan=svc.lifespan,
         exception_handlers={StarletteHTTPException: http_error, Exception: unexpected},
+        docs_url=None,  # served below with local assets: no CDN
+        redoc_url=None,
     )
+    add_docs(app)
     app.state.service = svc
     app.router.routes.extend(all_routes(svc, key=key))
     if key is not None:
