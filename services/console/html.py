@@ -36,7 +36,7 @@ th{background:#eef1f5;font-weight:600}td.num{text-align:right;font-variant-numer
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .ok{color:#107a3a;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#6b7280}
 .card{background:#fff;border:1px solid #dde1e8;padding:10px 14px;margin-bottom:12px}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(380px,1fr));gap:12px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:12px}
 tr.diff td{background:#fff6d6}form.inline{display:inline}
 input[type=text],input[type=password]{padding:3px 6px}button{padding:3px 10px;cursor:pointer}
 ul.tree{list-style:none;padding-left:18px;border-left:1px dashed #b8c0cc}ul.tree li{margin:4px 0}
@@ -154,7 +154,7 @@ def line_chart(
                 parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{" ".join(seg)}"/>')
         legend.append(f'<span style="color:{color}">&#9632; {esc(name)}</span>')
     svg = (
-        f'<svg role="img" aria-label="{esc(title)}" width="{width}" height="{height}" '
+        f'<svg role="img" aria-label="{esc(title)}" width="100%" style="max-width:{width}px" '
         f'viewBox="0 0 {width} {height}">{"".join(parts)}</svg>'
     )
     return f'<div class="card"><b>{esc(title)}</b><br>{svg}<div>{" ".join(legend)}</div></div>'

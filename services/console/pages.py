@@ -81,7 +81,8 @@ def overview(
         )
         rows = []
         for c in latest.get("checks") or []:
-            figures = {k: c.get(k) for k in ("value", "baseline", "limit", "statistic", "p_value") if k in c}
+            skip = ("name", "kind", "version", "fired", "thresholds", "test")
+            figures = {k: v for k, v in c.items() if k not in skip and v is not None and not isinstance(v, dict)}
             rows.append(
                 [
                     esc(c.get("name")),
@@ -247,6 +248,12 @@ def jobs(*, depth: dict[str, int], items: list[dict], dead: list[dict]) -> str:
     )
 
 
+def _serving(row: dict | None) -> str:
+    if not row:
+        return "<span class='muted'>no start/swap row before the prediction</span>"
+    return f"<b>{esc(row['version'])}</b> since {esc(row['time'])} ({esc(row['event'])} by {esc(row['instance_id'])})"
+
+
 def lineage(request_id: str, chain: dict | None, error: str | None) -> str:
     form = (
         "<form method='get' action='/lineage' class='card'>request_id "
@@ -270,7 +277,7 @@ def lineage(request_id: str, chain: dict | None, error: str | None) -> str:
             f"<b>{esc(model['version'])}</b> onnx {short(model['onnx_sha256'])} "
             f"F1 {fmt((model.get('metrics') or {}).get('f1'))}",
         ),
-        ("serving", esc(json.dumps(chain.get("deployment"), default=str)[:300])),
+        ("serving", _serving(chain.get("deployment"))),
         ("data version", esc(data["version"])),
         (
             "raw file(s)",

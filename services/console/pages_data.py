@@ -27,12 +27,7 @@ def data(
     def node(path: str, sha: str, seen: frozenset[tuple[str, str]]) -> str:
         key = (path, sha)
         models = models_by_file.get(key, [])
-        trained = (
-            " → models "
-            + ", ".join(f"<a href='/registry/diff?a={esc(v)}&b={esc(v)}'><b>{esc(v)}</b></a>" for v in models)
-            if models
-            else ""
-        )
+        trained = " → models " + ", ".join(f"<a href='/registry'><b>{esc(v)}</b></a>" for v in models) if models else ""
         kids = children.get(key, [])
         inner = "".join(
             f"<li><b>{esc(e.data_version)}</b> <code>{esc(e.path)}</code> {short(e.sha256)} · {e.rows} rows · "

@@ -4,6 +4,7 @@ trained project with v1 and v2, a live inference service, a real Redis, one moni
 Needs Debian's chromium and chromium-driver (.ci/run installs them where it can); skipped with the reason otherwise.
 Screenshots of every page go to the test's tmp dir (and to /tmp/console-shots/ for review).
 """
+
 from __future__ import annotations
 
 import shutil
@@ -45,9 +46,17 @@ def _browser(tmp_path: Path):
         pytest.skip(f"no browser: {CHROMIUM} or {CHROMEDRIVER} missing (apt-get install chromium chromium-driver)")
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1280,1000",
-                f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+        f"--user-data-dir={tempfile.mkdtemp(dir=tmp_path, prefix='chromium-')}",
+    ):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
 
@@ -114,8 +123,10 @@ def test_every_page_renders_in_a_browser_and_promote_swaps_the_service(system, t
         form.find_element(By.CSS_SELECTOR, "button").click()
         assert "pinned v2 (was v1)" in browser.find_element(By.ID, "message").text
         browser.save_screenshot(str(shots / "promoted.png"))
-        wait_for(lambda: httpx.get(system["inference"] + "/model").json().get("model_version") == "v2",
-                 what="inference to serve v2")
+        wait_for(
+            lambda: httpx.get(system["inference"] + "/model").json().get("model_version") == "v2",
+            what="inference to serve v2",
+        )
         rows = deploylog.read_rows(paths)
         assert any(r["event"] == "promote" and r["version"] == "v2" for r in rows[before:])
         browser.get(base + "/")

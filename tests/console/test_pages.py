@@ -1,4 +1,5 @@
 """The console in-process: every page renders from a real project, actions need the key, 100 versions load fast."""
+
 from __future__ import annotations
 
 import json
