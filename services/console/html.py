@@ -136,7 +136,8 @@ def line_chart(
     legend = []
     for i, (name, pts) in enumerate(series.items()):
         color = PALETTE[i % len(PALETTE)]
-        segs, cur = [], []
+        segs: list[list[str]] = []
+        cur: list[str] = []
         for t, v in pts:
             if v is None or not math.isfinite(v):
                 if cur:

@@ -70,7 +70,7 @@ class ConsoleReader:
 
     def versions(self) -> list[dict]:
         """One row per complete version, oldest first: metrics, threshold, data version, gate (or `error`)."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for version in self.registry.versions():
             try:
                 md = self.metadata(version)
