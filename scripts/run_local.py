@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         local.start("trainer", "trainer", "worker")
         local.start("inference", "inference", "serve")
         local.start("monitor", "monitor", "run")
+        local.start("console", "console", "serve")
         log.info(
             "inference on http://%s:%d  (Ctrl-C stops everything)", settings.deployment.host, settings.deployment.port
         )

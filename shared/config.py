@@ -278,6 +278,15 @@ class RedisConfig(_Strict):
         return self
 
 
+class ConsoleConfig(_Strict):
+    """The operator's console (services.console): one web page over the volume and Redis, on loopback."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(gt=0, lt=65536)]
+    # null: the inference service of this config on this host (Settings.local_url)
+    inference_url: Annotated[str, Field(pattern=r"^https?://")] | None
+
+
 class Settings(_Strict):
     volume_root: RelPath
     dataset: DatasetConfig
@@ -291,6 +300,7 @@ class Settings(_Strict):
     security: SecurityConfig
     monitoring: MonitoringConfig
     redis: RedisConfig
+    console: ConsoleConfig
     # Set by the loader, not by the file: where the file was, so relative paths resolve from it.
     config_path: Path = Field(default=Path(DEFAULT_CONFIG), exclude=True)
 

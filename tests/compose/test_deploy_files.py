@@ -1,6 +1,6 @@
 """docker-compose.yml and deploy/nginx/ agree with each other and with config.yaml (no Docker needed).
 
-Only nginx is published, on the loopback, to the port its server block listens on; the inference service runs
+Only nginx (and the operator's console) is published, on the loopback, to the port its server block listens on; the inference service runs
 as replicas and is not published; the monitor's replay goes through nginx; nginx's body limit is not below
 deployment.max_body_bytes (so the service's own 413 is the one clients see), it never retries a POST that
 reached a replica, and it lets go of idle upstream connections before uvicorn closes them.
@@ -35,7 +35,7 @@ def _size(value: str) -> int:
 
 def test_only_nginx_is_published_on_the_loopback_to_the_port_it_listens_on():
     published = {name: svc["ports"] for name, svc in SERVICES.items() if svc.get("ports")}
-    assert list(published) == ["nginx"], published
+    assert sorted(published) == ["console", "nginx"], published  # the console: tests/console/test_deploy.py
     (mapping,) = published["nginx"]
     host, _, container = mapping.rpartition(":")
     assert host.startswith("127.0.0.1:")
