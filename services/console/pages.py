@@ -12,6 +12,16 @@ from typing import Any
 from services.console.html import action_form, esc, fmt, pretty_json, short, table
 
 
+def _check_state(check: dict) -> str:
+    """FIRED, ok, or why the check could not judge yet (too few labels): never "ok" for a check that did not run."""
+    if check.get("fired"):
+        return _status(False, "FIRED")
+    status = check.get("status")
+    if status and status not in ("ok", "fired"):
+        return f'<span class="muted">{esc(str(status).replace("_", " "))}</span>'
+    return _status(True, "ok")
+
+
 def _status(ok: bool, text: str) -> str:
     return f'<span class="{"ok" if ok else "bad"}">{esc(text)}</span>'
 
@@ -86,7 +96,7 @@ def overview(
             rows.append(
                 [
                     esc(c.get("name")),
-                    _status(not c.get("fired"), "FIRED" if c.get("fired") else "ok"),
+                    _check_state(c),
                     f"<code>{esc(json.dumps(figures, default=str))}</code>",
                 ]
             )
