@@ -25,6 +25,9 @@ from collections.abc import Callable
 
 import requests
 
+from shared.config import load_settings
+from shared.errors import ConfigError
+
 log = logging.getLogger("services.inference.smoke")
 
 FIELDS = ("request_id", "model_version", "failure_probability", "prediction", "threshold")
@@ -149,11 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.inference.smoke", description="Smoke-test a running inference API."
     )
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="base URL of the API")
+    parser.add_argument(
+        "--url", help="base URL of the API (default: this host's service of --config, so CLOCKWORK_PORT moves it)"
+    )
+    parser.add_argument("--config", help="config.yaml path (default: $CLOCKWORK_CONFIG or ./config.yaml)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    return 0 if run(args.url, timeout=args.timeout) else 1
+    url = args.url
+    if url is None:
+        try:
+            url = load_settings(args.config).local_url
+        except ConfigError as e:
+            log.error("no --url given and the config does not load: %s", e)
+            return 2
+    return 0 if run(url, timeout=args.timeout) else 1
 
 
 if __name__ == "__main__":
