@@ -98,7 +98,7 @@ class Service:
         self.Reading = self.reading.model
         self.Batch = schemas.batch_model(self.Reading, dep.max_batch_rows)
         self.FeedbackBatch = schemas.feedback_batch_model(dep.max_feedback_rows)
-        self.metrics = Metrics()
+        self.metrics = Metrics(self.instance_id)
         self.holder = ModelHolder(
             paths=self.paths, metrics=self.metrics, instance_id=self.instance_id, probe=self.reading.probe()
         )
