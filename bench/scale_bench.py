@@ -201,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers.values():
             s.stop()
     logged = {n: count_lines(logs[n]) - before[n] for n in WORKERS}
-    results["prediction_logs"] = {"answered_measured": answered, "lines_written": logged}
+    split = {p.stem: count_lines([p]) for p in logs[2]}  # how the kernel spread the connections
+    results["prediction_logs"] = {"answered_measured": answered, "lines_written": logged, "per_worker": split}
     print(f"prediction logs: {logged} lines for {answered} measured answers (plus warm-up)", flush=True)
+    print(f"2 workers, lines per worker: {split}", flush=True)
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
     if any(logged[n] < answered[n] for n in WORKERS):
