@@ -161,6 +161,9 @@ class DeploymentConfig(_Strict):
     threshold: Probability | None
     max_batch_rows: PosInt
     max_body_bytes: PosInt
+    max_feedback_rows: PosInt  # labels one POST /feedback/batch may carry
+    # inference processes on deployment.port, each with its own instance id, logs, watcher (services/inference)
+    workers: PosInt
     reload_interval_s: PosFloat
     drain_grace_s: PosFloat
     coalesce: CoalesceConfig

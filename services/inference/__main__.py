@@ -1,6 +1,7 @@
 """python -m services.inference [serve|promote vN|rollback|status] [args] [--config PATH]
 
-serve [--instance-id ID]  run the API with uvicorn on deployment.host:deployment.port (the default command)
+serve [--instance-id ID]  run the API with uvicorn on deployment.host:deployment.port (the default command);
+                          with deployment.workers N > 1, N processes on that port, ids ID-0..ID-(N-1) (workers.py)
 promote vN                pin vN in config.yaml (validated, comments kept, atomic); running services swap to it
 rollback                  pin the version that served before the current one (from deployment_log.csv)
 status                    print the pin, the registry's versions and the last deployment rows on stdout
@@ -15,6 +16,7 @@ request already on the wire of an idle connection is read, not reset: idle conne
 DRAIN_LINGER_S, and every answer from then on carries `Connection: close`); a coalesced batch being
 assembled runs as usual. Then the app's lifespan stops (logs closed) and the process exits 0, all within
 `deployment.drain_grace_s`. Past it, what is left is cancelled and logged, and the exit code is 1.
+With several workers each child drains so; the parent forwards SIGTERM and exits 0 only if every child did.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -138,19 +141,28 @@ class DrainingServer(uvicorn.Server):
         self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
-def serve(app, *, host: str, port: int, grace_s: float = DEFAULT_GRACE_S) -> bool:
+def serve(
+    app, *, host: str, port: int, grace_s: float = DEFAULT_GRACE_S, sockets: list[socket.socket] | None = None
+) -> bool:
     """Run until stopped (a SIGTERM drains within `grace_s`); False if the app did not start or its drain
-    ran out of time (the reason is in the log)."""
+    ran out of time (the reason is in the log). `sockets`: accept on these (a worker's inherited listening
+    socket) instead of binding host:port."""
     svc = getattr(app.state, "service", None)
     server = DrainingServer(
         uvicorn_config(app, host=host, port=port, timeout_graceful_shutdown=grace_s),
         on_drain=svc.drain if svc is not None else None,
     )
-    server.run()
+    server.run(sockets=sockets)
     return server.started and server.drained
 
 
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    dep = settings.deployment
+    if dep.workers > 1 and args.listen_fd is None:  # the parent: nothing of the app is imported or built here
+        from services.inference.workers import run_workers
+
+        log.info("serving on http://%s:%d with %d workers", dep.host, dep.port, dep.workers)
+        return run_workers(settings, instance_id=args.instance_id, config_arg=["--config", str(settings.config_path)])
     from services.inference.app import create_app
 
     app = create_app(settings, instance_id=args.instance_id)
@@ -164,8 +176,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         settings.deployment.model_version,
         settings.config_path,
     )
-    dep = settings.deployment
-    return 0 if serve(app, host=dep.host, port=dep.port, grace_s=dep.drain_grace_s) else 1
+    sockets = None if args.listen_fd is None else [socket.socket(fileno=args.listen_fd)]
+    return 0 if serve(app, host=dep.host, port=dep.port, grace_s=dep.drain_grace_s, sockets=sockets) else 1
 
 
 def promote(args: argparse.Namespace, settings: Settings) -> int:
@@ -217,6 +229,7 @@ def build_cli() -> Cli:
     s.add_argument(
         "--instance-id", help="this replica's id: names its log files (default: $CLOCKWORK_INSTANCE_ID or host-pid)"
     )
+    s.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)  # a worker's socket (workers.py)
     p = cli.command("promote", promote, summary="pin a model version in config.yaml; running services swap to it")
     p.add_argument("version", help="the model version to pin, e.g. v3")
     cli.command("rollback", rollback, summary="pin the version that served before the current one")

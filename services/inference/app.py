@@ -1,6 +1,6 @@
 """The inference API: `create_app(settings, instance_id=...)` builds a FastAPI app that serves the pinned model.
 
-Routes (services/inference/routes/): POST /predict, POST /predict/batch, POST /feedback, GET /health,
+Routes (services/inference/routes/): POST /predict, POST /predict/batch, POST /feedback, /feedback/batch, GET /health,
 /ready, /model, /lineage/{request_id}, /metrics, and /docs with the OpenAPI document FastAPI builds from
 the routes' declarations (body models, response models, documented refusals).
 The lifespan is the Service's (service.py): it opens this instance's logs, loads the pinned version

@@ -240,3 +240,9 @@ class FeedbackLog(RecordLog):
 
     def append(self, time: str, request_id: str, label: int) -> None:
         self.write(orjson.dumps({"time": time, "request_id": request_id, "label": label}, option=LINE_OPTS))
+
+    def append_many(self, time: str, labels: list[tuple[str, int]]) -> None:
+        """One line per (request_id, label), all in one write (whole or not at all), at `time`."""
+        dumps = orjson.dumps
+        data = b"".join(dumps({"time": time, "request_id": r, "label": lb}, option=LINE_OPTS) for r, lb in labels)
+        self.write(data, len(labels))

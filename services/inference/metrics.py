@@ -6,6 +6,8 @@ class) are plain integers kept by the event loop thread and turned into Promethe
 `inc()`/`observe()` (a few microseconds, which is a visible share of a ~100 us request). So are
 the ONNX call and row counts of the coalesced /predict path. The rare events (swaps, failed swaps,
 config errors) use prometheus_client's own counters.
+`clockwork_inference_instance{instance_id="..."} 1` names the instance (process) whose numbers these are: with
+deployment.workers > 1 each scrape is answered by one of them (its own counters, not the sum).
 """
 
 from __future__ import annotations
@@ -93,9 +95,17 @@ class _RequestCollector:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, instance_id: str | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if instance_id is not None:
+            info = Gauge(
+                "clockwork_inference_instance",
+                "1, labelled with the instance (process or replica) whose metrics these are",
+                ["instance_id"],
+                registry=r,
+            )
+            info.labels(instance_id).set(1)
         self.routes: dict[tuple[str, str], RouteMetrics] = {}
         self.other_statuses: dict[tuple[str, int, str], int] = {}
         r.register(_RequestCollector(self))

@@ -4,8 +4,8 @@ The reading model is built per app from the `dataset:` section (reading.py): a f
 name, its raw header and its aliases; numbers are strict (no strings, no booleans), finite (NaN and Infinity,
 JSON literals included, are refused) and inside the declared range; a categorical is one of its levels.
 A feedback label is the JSON number 0 or 1 (1.0 is 1, as JSON Schema's `integer` says).
-The documented refusals (BODY_RESPONSES, NO_MODEL, UNAUTHORIZED, BUSY) are declared here once; the routes
-name them, so the document lists every status a route can answer (docs/CONTRACTS.md, "HTTP API").
+The documented refusals (BODY_RESPONSES, NO_MODEL, LOG_UNAVAILABLE, UNAUTHORIZED, BUSY) are declared here once;
+the routes name them, so the document lists every status a route can answer (docs/CONTRACTS.md, "HTTP API").
 """
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ class Feedback(BaseModel):
     )
 
 
+def feedback_batch_model(max_rows: int) -> type[BaseModel]:
+    """POST /feedback/batch's body: 1..max_rows labels (deployment.max_feedback_rows), each a `Feedback`."""
+    return create_model(
+        "FeedbackBatch",
+        __config__=ConfigDict(
+            extra="forbid",
+            json_schema_extra={"examples": [{"labels": [{"request_id": "3f9a0c1e2b7d4a65-0000001", "label": 1}]}]},
+        ),
+        __doc__=f"Up to {max_rows} labels, validated as POST /feedback validates one; all logged or none.",
+        labels=(list[Feedback], Field(min_length=1, max_length=max_rows)),
+    )
+
+
 class Prediction(BaseModel):
     request_id: str
     model_version: str
@@ -75,6 +88,10 @@ class FeedbackAccepted(BaseModel):
     request_id: str
     label: Literal[0, 1]
     recorded: bool
+
+
+class FeedbackBatchAccepted(BaseModel):
+    recorded: int = Field(description="labels written to this instance's feedback log (all of the body's)")
 
 
 class FieldError(BaseModel):
@@ -110,6 +127,7 @@ BODY_RESPONSES: Responses = {
     415: _error("Content-Type is not application/json"),
     422: _error("A field is missing, of the wrong type, not finite or out of range, or too many readings"),
 }
+LOG_UNAVAILABLE: Responses = {503: _error("The feedback log cannot take appends now (e.g. disk full); nothing logged")}
 NO_MODEL: Responses = {503: _error("No model is loaded yet")}
 UNAUTHORIZED: Responses = {
     401: _error(
@@ -179,6 +197,8 @@ def _reason(err: ErrorDetails, accepted: Mapping[str, Sequence[str]]) -> str:
         return f"unknown level {err.get('input')!r}: expected one of {err.get('ctx', {}).get('expected')}"
     if kind == "too_long" and name == "readings":
         return f"too many rows: {err['msg'].lower()} (deployment.max_batch_rows)"
+    if kind == "too_long" and name == "labels":
+        return f"too many labels: {err['msg'].lower()} (deployment.max_feedback_rows)"
     return err["msg"]
 
 

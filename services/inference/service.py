@@ -97,7 +97,8 @@ class Service:
         self.reading = ReadingSchema.build(settings.dataset)  # the request model and encoder, from the dataset
         self.Reading = self.reading.model
         self.Batch = schemas.batch_model(self.Reading, dep.max_batch_rows)
-        self.metrics = Metrics()
+        self.FeedbackBatch = schemas.feedback_batch_model(dep.max_feedback_rows)
+        self.metrics = Metrics(self.instance_id)
         self.holder = ModelHolder(
             paths=self.paths, metrics=self.metrics, instance_id=self.instance_id, probe=self.reading.probe()
         )

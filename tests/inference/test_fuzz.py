@@ -29,7 +29,7 @@ def schemathesis_run(url: str, cwd: Path, *headers: str) -> str:
     run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
     summary = run.stdout[run.stdout.rfind("SUMMARY"):]
     assert run.returncode == 0, f"{' '.join(cmd)}\n{run.stdout[-6000:]}\n{run.stderr[-2000:]}"
-    assert "Tested: 8" in summary and "Failures" not in summary, summary
+    assert "Tested: 9" in summary and "Failures" not in summary, summary
     return summary
 
 
@@ -43,4 +43,4 @@ def test_schemathesis_finds_no_failure_on_a_keyed_service_with_and_without_the_k
     with LiveServer(create_app(served, instance_id="keyed-1", api_key=KEY)) as server:
         schemathesis_run(server.url, tmp_path, f"X-API-Key: {KEY}")  # also checks the key is enforced
         summary = schemathesis_run(server.url, tmp_path)  # every keyed operation answers 401, as declared
-    assert "2 operations returned only 401/403" in summary, summary
+    assert "3 operations returned only 401/403" in summary, summary

@@ -1,7 +1,7 @@
 """The routes of the inference API, one module per area; each `routes(svc)` builds its DirectRoutes.
 
 predict.py   POST /predict, POST /predict/batch (the hot path)
-feedback.py  POST /feedback (keyed when a key is set)
+feedback.py  POST /feedback, POST /feedback/batch (keyed when a key is set)
 ops.py       GET /health, /ready, /model, /lineage/{request_id} (keyed; bounded lookups), /metrics
 """
 
