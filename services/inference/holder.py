@@ -88,7 +88,7 @@ def load_serving_model(paths: Paths, version: str, *, probe: np.ndarray) -> Serv
         probs = model.predict_proba(probe)
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
         raise ClockworkError(f"model {version}: fails on a probe reading: {e}") from e
-    if probs.shape != (len(probe),) or not all(math.isfinite(p) and 0.0 <= p <= 1.0 for p in probs.tolist()):
+    if probs.shape != (len(probe),) or not all(math.isfinite(p) and -1e-6 <= p <= 1.0 + 1e-6 for p in probs.tolist()):
         raise ClockworkError(f"model {version}: probe answer {probs!r} is not {len(probe)} probabilities in [0, 1]")
     served = ServingModel(
         version=version,

@@ -110,14 +110,22 @@ def _compile(expr: Expr, out: str, column, nodes: list[onnx.NodeProto], inits: l
 
 def tail_graph(*, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
     """probabilities [N, 2] -> probability [N, 1] (class 1)."""
-    inits = [_const("cw_class1_start", [1]), _const("cw_class1_end", [2]), _const("cw_class1_axis", [1])]
+    inits = [
+        _const("cw_class1_start", [1]),
+        _const("cw_class1_end", [2]),
+        _const("cw_class1_axis", [1]),
+        _const("cw_zero", 0.0, dtype=np.float32),
+        _const("cw_one", 1.0, dtype=np.float32),
+    ]
     nodes = [
         helper.make_node(
             "Slice",
             [PROBABILITIES, "cw_class1_start", "cw_class1_end", "cw_class1_axis"],
-            [ONNX_OUTPUT],
+            ["cw_class1"],
             name="cw_class1",
-        )
+        ),
+        # A forest's float32 sum of leaf shares can land a hair outside [0, 1] (1.0000001): a probability is not.
+        helper.make_node("Clip", ["cw_class1", "cw_zero", "cw_one"], [ONNX_OUTPUT], name="cw_clip01"),
     ]
     graph = helper.make_graph(
         nodes,
