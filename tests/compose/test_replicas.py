@@ -19,15 +19,17 @@ from tests.compose.conftest import REPLICAS, Traffic, logged_request_ids, replic
 pytestmark = [pytest.mark.compose, pytest.mark.slow]
 
 
-def test_only_nginx_is_published_and_only_on_the_loopback(stack):
+def test_only_nginx_and_the_console_are_published_and_only_on_the_loopback(stack):
     published = {}
     for cid in stack["run"]("ps", "-q").stdout.split():
         name = subprocess.run(["docker", "inspect", "-f", "{{.Name}}", cid], capture_output=True, text=True).stdout
         ports = subprocess.run(["docker", "port", cid], capture_output=True, text=True).stdout.split("\n")
         published[name.strip()] = [p for p in ports if p.strip()]
-    nginx = {name: ports for name, ports in published.items() if ports}
-    assert len(nginx) == 1 and "nginx" in next(iter(nginx)), published
+    exposed = {name: ports for name, ports in published.items() if ports}
+    assert sorted(n.rsplit("_", 2)[-2] for n in exposed) == ["console", "nginx"], published
+    nginx = {name: ports for name, ports in exposed.items() if "nginx" in name}
     assert next(iter(nginx.values())) == [f"8080/tcp -> 127.0.0.1:{stack['port']}"], nginx
+    assert all(p.split(" -> ")[1].startswith("127.0.0.1:") for ports in exposed.values() for p in ports), exposed
 
 
 def test_requests_reach_both_replicas_and_each_answer_is_logged_once_by_its_replica(stack):

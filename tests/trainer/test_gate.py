@@ -242,5 +242,6 @@ def test_each_model_runs_at_its_own_threshold_unless_config_overrides(trained, p
     assert result.threshold is None
     assert result.candidate.scores.threshold == 0.3
     assert result.serving.scores.threshold == md["decision"]["threshold"]
-    forced = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_threshold=0.3)
-    assert forced.threshold == dep.threshold == forced.candidate.scores.threshold == forced.serving.scores.threshold
+    fixed = trained.model_copy(update={"deployment": dep.model_copy(update={"threshold": 0.5})})
+    forced = decide(settings=fixed, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_threshold=0.3)
+    assert forced.threshold == 0.5 == forced.candidate.scores.threshold == forced.serving.scores.threshold
