@@ -137,3 +137,41 @@ def test_torn_and_malformed_lines_are_skipped_and_counted(served, traffic):
     report = shadow_version(served, "v2")
     assert report.window.rows == ROWS and report.window.skipped_lines == 1
     assert np.isclose(report.agreement, shadow_version(served, "v2").agreement)
+
+
+def test_retrain_records_the_candidates_shadow_in_its_metadata(served, traffic):
+    from services.trainer.retrain import run_retrain
+    from shared.schemas import RetrainMessage
+
+    result = run_retrain(served, RetrainMessage(id="shadow-job", reason="test"))
+    md = Registry(paths=Paths.from_settings(served)).metadata(result.version)
+    record = md["shadow"]
+    assert record["status"] == "ok" and record["version"] == "candidate"
+    assert record["window"]["rows"] == ROWS and 0.0 <= record["agreement"] <= 1.0
+    assert record["threshold"] == md["decision"]["threshold"]
+    assert record["labelled"]["rows"] == LABELLED and record["latency"]["rows_timed"] == ROWS
+
+
+def test_retrain_without_logged_traffic_records_why(served):
+    from services.trainer.retrain import run_retrain
+    from shared.schemas import RetrainMessage
+
+    result = run_retrain(served, RetrainMessage(id="quiet-job", reason="test", include_production=False))
+    record = Registry(paths=Paths.from_settings(served)).metadata(result.version)["shadow"]
+    assert record["status"] == "no_traffic" and "no logged traffic" in record["reason"]
+
+
+def test_a_shadow_that_cannot_run_is_recorded_and_the_job_goes_on(served, traffic):
+    from services.trainer.retrain import run_retrain
+    from shared.schemas import RetrainMessage
+
+    log_file = Paths.from_settings(served).prediction_log_dir / "shadow-1.jsonl"
+    with open(log_file, "ab") as f:  # a record whose product type no model knows
+        f.write(
+            b'{"inputs":{"type":"Z","air_temperature_k":300,"process_temperature_k":310,"rotational_speed_rpm":1500,'
+            b'"torque_nm":40,"tool_wear_min":10},"label":0,"model_version":"v1","probability":0.1,'
+            b'"request_id":"odd","threshold":0.5,"time":"2099-01-01T00:00:00.000000Z"}\n'
+        )
+    result = run_retrain(served, RetrainMessage(id="odd-job", reason="test"))
+    record = Registry(paths=Paths.from_settings(served)).metadata(result.version)["shadow"]
+    assert record["status"] == "error" and "type" in record["reason"]
