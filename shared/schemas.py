@@ -226,3 +226,5 @@ class ModelMetadata(_Record):
     training_seconds: float
     trigger: dict[str, Any]  # {"kind": "command", ...} or {"kind": "message", "message_id", "reason", "evidence", ...}
     gate: dict[str, Any] | None = None  # None when trained by command
+    # services.trainer.shadow.ShadowReport on the recent logged traffic (retrain jobs); None when trained by command
+    shadow: dict[str, Any] | None = None

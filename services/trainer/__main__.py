@@ -1,10 +1,13 @@
-"""python -m services.trainer <train|worker|status|push|bootstrap> [args] [--config PATH]
+"""python -m services.trainer <train|worker|status|push|shadow|bootstrap> [args] [--config PATH]
 
 train                 train from config.yaml and register a new model version
 worker [--max-jobs N] consume retrain messages from Redis (SIGTERM finishes the current job)
 status ID             print a retrain job's status (JSON) on stdout, with its lease ("none" when its worker is
                       gone) and a note when a running job has lost its lease or was requeued
 push --reason TEXT    validate and push a retrain message; prints its id on stdout
+shadow VERSION [--last N]
+                      replay the newest N logged predictions (default 5000) through registered VERSION offline;
+                      prints the comparison with the served labels as JSON (status "no_traffic" when none is logged)
 bootstrap [--check]   train a first model when the registry is empty and lacks the pinned version;
                       --check only tells (exit 0) whether the pinned version is registered and intact
 
@@ -95,6 +98,14 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def shadow(args: argparse.Namespace, settings: Settings) -> int:
+    from services.trainer.shadow import shadow_version
+
+    report = shadow_version(settings, args.version, last=args.last)
+    answer(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
+    return 0
+
+
 def build_cli() -> Cli:
     cli = Cli("trainer", description="Train, register and retrain models.")
     cli.command("train", train, summary="train from config.yaml and register a new version")
@@ -108,6 +119,9 @@ def build_cli() -> Cli:
     p.add_argument("--id", help="message id (default: manual-<time>-<random>)")
     p.add_argument("--data-version", help="train on this data version instead of building one")
     p.add_argument("--no-production", action="store_true", help="do not add labelled production rows")
+    sh = cli.command("shadow", shadow, summary="replay recent logged predictions through a version offline (JSON)")
+    sh.add_argument("version", help="the registered model version, e.g. v2")
+    sh.add_argument("--last", type=int, default=5000, help="the newest N logged predictions (default 5000)")
     b = cli.command("bootstrap", bootstrap, summary="train a first model if the registry lacks the pinned version")
     b.add_argument("--check", action="store_true", help="only check that the pinned version is registered and intact")
     return cli

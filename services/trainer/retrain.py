@@ -5,6 +5,8 @@ register (once per message id) -> promote when the gate says so and config allow
     -> services.trainer.retrain_data: data version v<N>_retrain + the gate window (never trained on)
     -> services.trainer.train.train_candidate -> services.trainer.gate.decide (a GateDecision)
     -> `record` the decision in the job's hash (gate_decision, gate_onnx_sha256, gate_reason) BEFORE acting on it
+    -> services.trainer.shadow: the candidate replayed on the newest logged predictions (metadata.json `shadow`;
+       a shadow that cannot run is recorded with its reason and never fails the job)
     -> register_once (under the registry's lock) -> record the version -> shared.pin.set_pin when it says promote
 
 `run_retrain` returns a `RetrainResult`; the worker writes `RetrainResult.job_fields()` into the job's Redis
@@ -28,11 +30,15 @@ from pydantic import BaseModel, ConfigDict
 from services.trainer.candidate import Candidate
 from services.trainer.gate import PROMOTE, GateDecision, decide
 from services.trainer.retrain_data import build_retrain_version, split_labelled
+from services.trainer.shadow import DEFAULT_LAST
+from services.trainer.shadow import shadow as shadow_evaluation
 from services.trainer.train import train_candidate
 from shared.atomic import locked
 from shared.config import Settings
 from shared.datastore import DataStore
+from shared.errors import ClockworkError
 from shared.labelled import load_labelled
+from shared.onnx_model import load_session
 from shared.paths import Paths, check_data_version
 from shared.pin import pinned_version, set_pin
 from shared.registry import Registry
@@ -104,17 +110,40 @@ def run_gate(
     )
 
 
+def run_shadow(settings: Settings, *, paths: Paths, candidate: Candidate) -> dict[str, Any]:
+    """The candidate on the newest logged predictions (services.trainer.shadow), as stored in metadata.json;
+    when it cannot run, {"status": "error", "reason": ...}: the record says why, the job goes on."""
+    threshold = settings.deployment.threshold
+    threshold = candidate.threshold if threshold is None else float(threshold)
+    try:
+        model = load_session(candidate.model_bytes, name="candidate", features=settings.dataset.feature_names)
+        report = shadow_evaluation(
+            settings, paths=paths, model=model, version="candidate", threshold=threshold, last=DEFAULT_LAST
+        )
+    except (ClockworkError, OSError, ValueError) as e:
+        log.warning("shadow evaluation of the candidate could not run: %s", e)
+        return {"status": "error", "reason": f"shadow evaluation could not run: {e}"}
+    log.info("shadow: %s", report.reason)
+    return report.model_dump(mode="json")
+
+
 def register_once(
-    registry: Registry, *, candidate: Candidate, trigger: dict[str, Any], gate: GateDecision | None
+    registry: Registry,
+    *,
+    candidate: Candidate,
+    trigger: dict[str, Any],
+    gate: GateDecision | None,
+    shadow: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Register unless this message id already produced a model (checked under the registry's lock)."""
     with locked(registry.dir / ".message-registration"):
         existing = registry.find_by_trigger(trigger["message_id"])
         if existing:
             return registry.metadata(existing), False
-        return registry.register(
-            model_bytes=candidate.model_bytes, metadata=candidate.metadata(trigger=trigger, gate=gate)
-        ), True
+        metadata = candidate.metadata(trigger=trigger, gate=gate)
+        if shadow is not None:
+            metadata["shadow"] = shadow
+        return registry.register(model_bytes=candidate.model_bytes, metadata=metadata), True
 
 
 def promote(settings: Settings, *, paths: Paths, version: str, gate: GateDecision | None) -> bool:
@@ -218,7 +247,10 @@ def run_retrain(
     gate = run_gate(settings, paths=paths, registry=registry, candidate=candidate, window=window)
     if gate is not None:
         record(gate_decision=gate.decision, gate_onnx_sha256=gate.candidate.onnx_sha256, gate_reason=gate.reason)
-    md, created = register_once(registry, candidate=candidate, trigger=message_trigger(message), gate=gate)
+    shadow_record = run_shadow(settings, paths=paths, candidate=candidate)
+    md, created = register_once(
+        registry, candidate=candidate, trigger=message_trigger(message), gate=gate, shadow=shadow_record
+    )
     record(version=md["version"])
     promoted = promote(settings, paths=paths, version=md["version"], gate=gate) if created else False
     return RetrainResult(
