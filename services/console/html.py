@@ -31,7 +31,7 @@ header a{color:#cfd6e4;text-decoration:none}header a.on{color:#fff;font-weight:6
 header b{margin-right:16px}main{max-width:1240px;margin:0 auto;padding:16px 24px}
 h1{font-size:20px;margin:8px 0 12px}h2{font-size:16px;margin:20px 0 8px}
 table{border-collapse:collapse;background:#fff;width:100%;margin-bottom:12px}
-th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top}
+th,td{border:1px solid #dde1e8;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 th{background:#eef1f5;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
 .ok{color:#107a3a;font-weight:600}.bad{color:#b3261e;font-weight:600}.muted{color:#6b7280}
