@@ -1,21 +1,23 @@
 """The monitor's rows, named: a prediction waiting for its label, a label waiting for its prediction, an input
 in the drift window and a labelled row in a version's performance window.
 
-NamedTuples: as cheap as lists in the ingest loop, and saved in the state file as JSON arrays (field order =
-array order). A row's readings are one `values` tuple in the dataset's feature order (config.yaml `dataset:`):
-a categorical feature as its level (text), a numeric feature as a float. `Window` summarises a window of rows
+NamedTuples: as cheap as lists in the ingest loop; the store (services.monitor.store) keeps them as table rows
+(the readings as one JSON array). A row's readings are one `values` tuple in the dataset's feature order
+(config.yaml `dataset:`): a categorical feature as its level (text), a numeric feature as a float. `Window` summarises a window of rows
 in the report.
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import NamedTuple
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from shared.dataset import CategoricalColumn, DatasetConfig
-from shared.schemas import PredictionRecord
+from shared.schemas import FeedbackRecord, PredictionRecord, parse_utc
 
 Value = str | float
 
@@ -87,6 +89,56 @@ def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> Pending
     if not math.isfinite(probability):
         raise ValueError("probability must be a finite number")
     return PendingPrediction(rec.time, rec.model_version, values, probability, int(rec.label))
+
+
+_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
+_FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
+_NUMBER = (float, int)
+
+
+def parse_prediction(line: bytes, dataset: DatasetConfig) -> tuple[str, PendingPrediction]:
+    """(request_id, pending row) of one prediction log line. A line in the usual shape is read with orjson and
+    checked field by field; any other goes through PredictionRecord, whose error (pydantic ValidationError,
+    ValueError, KeyError, TypeError) names what is wrong. Both accept the same lines."""
+    try:
+        d = orjson.loads(line)
+        if type(d) is dict and d.keys() == _PREDICTION_KEYS:
+            t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
+            prob, label = d["probability"], d["label"]
+            if (
+                type(t) is str
+                and type(rid) is str
+                and type(version) is str
+                and type(inputs) is dict
+                and type(prob) in _NUMBER
+                and type(label) is int
+                and type(d["threshold"]) in _NUMBER
+            ):
+                parse_utc(t)
+                probability = float(prob)
+                if math.isfinite(probability):
+                    return rid, PendingPrediction(t, version, readings(inputs, dataset), probability, label)
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+        pass
+    rec = PredictionRecord.model_validate_json(line)
+    row = compact_prediction(rec, dataset)
+    parse_utc(rec.time)
+    return rec.request_id, row
+
+
+def parse_feedback(line: bytes) -> tuple[str, OrphanLabel, datetime]:
+    """(request_id, label, its time) of one feedback log line: the fast path of FeedbackRecord (same verdicts,
+    its errors)."""
+    try:
+        d = orjson.loads(line)
+        if type(d) is dict and d.keys() == _FEEDBACK_KEYS:
+            t, rid, label = d["time"], d["request_id"], d["label"]
+            if type(t) is str and type(rid) is str and type(label) is int and label in (0, 1):
+                return rid, OrphanLabel(t, label), parse_utc(t)
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+        pass
+    rec = FeedbackRecord.model_validate_json(line)
+    return rec.request_id, OrphanLabel(rec.time, rec.label), parse_utc(rec.time)
 
 
 class Window(BaseModel):
