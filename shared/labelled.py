@@ -99,9 +99,7 @@ def _store_length(path: Path) -> tuple[int, int]:
             if not conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
                 return 0, 0  # created, its first transaction not committed yet: nothing labelled
             rows = dict(
-                conn.execute(
-                    "SELECT key, value FROM meta WHERE key IN (?, ?)", (LABELLED_BYTES_KEY, LABELLED_ROWS_KEY)
-                )
+                conn.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", (LABELLED_BYTES_KEY, LABELLED_ROWS_KEY))
             )
         finally:
             conn.close()

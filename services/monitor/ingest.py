@@ -188,9 +188,7 @@ class Ingestor:
         return batch.counts, True
 
     # --- parsing ---------------------------------------------------------------------------------
-    def _prediction(
-        self, line: bytes, where: LineAt, batch: _Batch, preds: dict[str, PendingPrediction]
-    ) -> str | None:
+    def _prediction(self, line: bytes, where: LineAt, batch: _Batch, preds: dict[str, PendingPrediction]) -> str | None:
         """Take one prediction line; returns its time (None if malformed)."""
         try:
             rid, row = parse_prediction(line, self.dataset)
@@ -203,9 +201,7 @@ class Ingestor:
         preds[rid] = row  # a request_id logged twice in one batch: the last one counts, as a dict would
         return row.time
 
-    def _feedback(
-        self, line: bytes, where: LineAt, batch: _Batch, labels: list, *, watermark: datetime
-    ) -> bool:
+    def _feedback(self, line: bytes, where: LineAt, batch: _Batch, labels: list, *, watermark: datetime) -> bool:
         """Take one label line; False (not taken) if it is newer than the prediction watermark."""
         try:
             rid, label, when = parse_feedback(line)

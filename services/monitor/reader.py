@@ -110,9 +110,7 @@ class LogDir:
                 continue
         return out
 
-    def read(
-        self, offsets: dict[str, int], *, max_bytes: int, limits: dict[str, int] | None = None
-    ) -> list[Chunk]:
+    def read(self, offsets: dict[str, int], *, max_bytes: int, limits: dict[str, int] | None = None) -> list[Chunk]:
         """New complete lines of every file, at most about `max_bytes` per file; with `limits`, only the files
         named there and none beyond its limit."""
         chunks = []

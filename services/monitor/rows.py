@@ -3,8 +3,9 @@ in the drift window and a labelled row in a version's performance window.
 
 NamedTuples: as cheap as lists in the ingest loop; the store (services.monitor.store) keeps them as table rows
 (the readings as one JSON array). A row's readings are one `values` tuple in the dataset's feature order
-(config.yaml `dataset:`): a categorical feature as its level (text), a numeric feature as a float. `Window` summarises a window of rows
-in the report.
+(config.yaml `dataset:`): a categorical feature as its level (text), a numeric feature as a float. `Window`
+summarises a window of rows in the report. `parse_prediction` / `parse_feedback` read one log line (a fast path
+for the usual shape; the pydantic record for any other, so both accept the same lines and errors name the key).
 """
 
 from __future__ import annotations

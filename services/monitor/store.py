@@ -104,11 +104,12 @@ class MonitorStore:
         store = cls(path, conn)
         try:
             with store._refusing("is unreadable"):
+                existing = conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+                if existing:
+                    store._check(features)  # before anything is written to it
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=FULL")
-                if conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
-                    store._check(features)
-                else:  # a new file (or one whose creation never committed)
+                if not existing:  # a new file (or one whose creation never committed)
                     store._create(features, seed)
         except BaseException:
             conn.close()
