@@ -27,12 +27,11 @@ from pydantic import ValidationError
 from services.monitor.reader import Chunk, LineAt, LogDir, count_newlines
 from services.monitor.report_model import MalformedLine
 from services.monitor.rows import (
-    InputRow,
     OrphanLabel,
     PendingPrediction,
+    PredictionParser,
     WindowRow,
     parse_feedback,
-    parse_prediction,
 )
 from services.monitor.store import MonitorStore, VersionCounts
 from shared.atomic import append_bytes
@@ -81,7 +80,7 @@ class _Batch:
 
     counts: StepCounts = field(default_factory=StepCounts)
     joined: list[bytes] = field(default_factory=list)  # labelled lines
-    inputs: list[InputRow] = field(default_factory=list)
+    inputs: list[PendingPrediction] = field(default_factory=list)  # every valid prediction, in log order
     windows: dict[str, list[WindowRow]] = field(default_factory=dict)
     versions: dict[str, VersionCounts] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
@@ -119,6 +118,7 @@ class Ingestor:
         self.drift_window = drift_window
         self.batch_bytes = batch_bytes
         self._line_numbers: dict[tuple[str, int], int] = {}
+        self.parse_prediction = PredictionParser(dataset)
 
     def backlog_bytes(self, store: MonitorStore) -> int:
         offsets = store.offsets()
@@ -152,26 +152,46 @@ class Ingestor:
         new_offsets: dict[str, int] = {}
         preds: dict[str, PendingPrediction] = {}
         watermark = _LATEST
+        parse = self.parse_prediction
         for chunk in pred_chunks:
             last_time = None
-            for i, (line, end) in enumerate(chunk.positions()):
-                if line.strip():
-                    last_time = self._prediction(line, LineAt(chunk, i, end - len(line) - 1), batch, preds) or last_time
+            pos = chunk.start
+            for i, line in enumerate(chunk.lines):
+                start, pos = pos, pos + len(line) + 1
+                if not line.strip():
+                    continue
+                try:
+                    rid, row = parse(line)
+                except (ValidationError, ValueError, KeyError, TypeError) as e:
+                    self._malformed(LineAt(chunk, i, start), line, e, batch.counts)
+                    continue
+                preds[rid] = row  # a request_id logged twice in one batch: the last one counts, as a dict would
+                batch.inputs.append(row)
+                last_time = row.time
             new_offsets[chunk.key] = chunk.end
             limit = limits.get(chunk.key) if limits else None
             if chunk.end < (_size(chunk.path) if limit is None else limit):  # still behind: labels wait for it
                 watermark = min(watermark, parse_utc(last_time) if last_time else _EARLIEST)
+        batch.counts.predictions = len(batch.inputs)
+        for row in batch.inputs:
+            batch.version(row.model_version).predictions += 1
         labels: list[tuple[str, OrphanLabel, str]] = []
         for chunk in fb_chunks:
-            reached = chunk.start
-            for i, (line, end) in enumerate(chunk.positions()):
-                if line.strip() and not self._feedback(
-                    line, LineAt(chunk, i, end - len(line) - 1), batch, labels, watermark=watermark
-                ):
-                    break
-                reached = end
-            if reached != chunk.start:
-                new_offsets[chunk.key] = reached
+            path, pos = str(chunk.path), chunk.start
+            for i, line in enumerate(chunk.lines):
+                if line.strip():
+                    try:
+                        rid, label, when = parse_feedback(line)
+                    except (ValidationError, ValueError) as e:
+                        self._malformed(LineAt(chunk, i, pos), line, e, batch.counts)
+                    else:
+                        if when > watermark:
+                            break  # newer than the predictions read: it waits (with the lines after it)
+                        labels.append((rid, label, path))
+                pos += len(line) + 1
+            if pos != chunk.start:
+                new_offsets[chunk.key] = pos
+        batch.counts.feedback = len(labels)
         if not new_offsets:
             return batch.counts, False
         with store.step():
@@ -188,32 +208,6 @@ class Ingestor:
         return batch.counts, True
 
     # --- parsing ---------------------------------------------------------------------------------
-    def _prediction(self, line: bytes, where: LineAt, batch: _Batch, preds: dict[str, PendingPrediction]) -> str | None:
-        """Take one prediction line; returns its time (None if malformed)."""
-        try:
-            rid, row = parse_prediction(line, self.dataset)
-        except (ValidationError, ValueError, KeyError, TypeError) as e:
-            self._malformed(where, line, e, batch.counts)
-            return None
-        batch.counts.predictions += 1
-        batch.version(row.model_version).predictions += 1
-        batch.inputs.append(row.inputs())
-        preds[rid] = row  # a request_id logged twice in one batch: the last one counts, as a dict would
-        return row.time
-
-    def _feedback(self, line: bytes, where: LineAt, batch: _Batch, labels: list, *, watermark: datetime) -> bool:
-        """Take one label line; False (not taken) if it is newer than the prediction watermark."""
-        try:
-            rid, label, when = parse_feedback(line)
-        except (ValidationError, ValueError) as e:
-            self._malformed(where, line, e, batch.counts)
-            return True
-        if when > watermark:
-            return False
-        batch.counts.feedback += 1
-        labels.append((rid, label, str(where.chunk.path)))
-        return True
-
     # --- joining (the batch against the store) -------------------------------------------------
     def _store_predictions(self, store: MonitorStore, preds: dict[str, PendingPrediction], batch: _Batch) -> None:
         """A prediction whose label is already waiting joins it; the others wait for theirs."""
@@ -277,7 +271,7 @@ class Ingestor:
     def _trim(self, store: MonitorStore, batch: _Batch) -> None:
         # Keep the most recent by prediction time (files are read one after another, not in time order): rows
         # of the batch older than its own newest `keep` can never be kept, so they are not even stored.
-        store.add_inputs(_newest(batch.inputs, self.drift_window), keep=self.drift_window)
+        store.add_inputs([r.inputs() for r in _newest(batch.inputs, self.drift_window)], keep=self.drift_window)
         for version, rows in batch.windows.items():
             store.add_window_rows(version, _newest(rows, self.window_size), keep=self.window_size)
         for table, cap in (("pending", self.max_pending), ("orphans", self.max_orphans)):
@@ -334,7 +328,7 @@ def _newest(rows: list, keep: int) -> list:
     return sorted(rows, key=_by_time)[-keep:]
 
 
-def _by_time(row: InputRow | WindowRow) -> str:
+def _by_time(row: PendingPrediction | WindowRow) -> str:
     return row.time
 
 

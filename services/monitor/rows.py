@@ -97,34 +97,69 @@ _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
 _NUMBER = (float, int)
 
 
+class PredictionParser:
+    """Reads prediction log lines of one dataset: (request_id, pending row) per line. A line in the usual shape
+    is read with orjson and checked field by field; any other goes through PredictionRecord, whose error (pydantic
+    ValidationError, ValueError, KeyError, TypeError) names what is wrong. Both accept the same lines."""
+
+    def __init__(self, dataset: DatasetConfig) -> None:
+        self.dataset = dataset
+        self.specs = [
+            (c.name, frozenset(c.levels) if isinstance(c, CategoricalColumn) else None) for c in dataset.features
+        ]
+        self._last_time = ""  # the last time text found valid (lines of one batch share theirs)
+
+    def __call__(self, line: bytes) -> tuple[str, PendingPrediction]:
+        try:
+            d = orjson.loads(line)
+            if type(d) is dict and d.keys() == _PREDICTION_KEYS:
+                t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
+                prob, label = d["probability"], d["label"]
+                if (
+                    type(t) is str
+                    and type(rid) is str
+                    and type(version) is str
+                    and type(inputs) is dict
+                    and type(prob) in _NUMBER
+                    and type(label) is int
+                    and type(d["threshold"]) in _NUMBER
+                ):
+                    if t != self._last_time:
+                        parse_utc(t)
+                        self._last_time = t
+                    values = self._values(inputs)
+                    probability = float(prob)
+                    if values is not None and probability - probability == 0.0:  # finite
+                        return rid, PendingPrediction(t, version, values, probability, label)
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+            pass
+        rec = PredictionRecord.model_validate_json(line)
+        row = compact_prediction(rec, self.dataset)
+        parse_utc(rec.time)
+        return rec.request_id, row
+
+    def _values(self, inputs: dict) -> tuple[Value, ...] | None:
+        """The readings if each is plainly valid (a finite float or int, a known level); else None."""
+        out: list[Value] = []
+        for name, levels in self.specs:
+            v = inputs[name]
+            if levels is None:
+                if type(v) is float and v - v == 0.0:
+                    out.append(v)
+                elif type(v) is int:
+                    out.append(float(v))
+                else:
+                    return None
+            elif type(v) is str and v in levels:
+                out.append(v)
+            else:
+                return None
+        return tuple(out)
+
+
 def parse_prediction(line: bytes, dataset: DatasetConfig) -> tuple[str, PendingPrediction]:
-    """(request_id, pending row) of one prediction log line. A line in the usual shape is read with orjson and
-    checked field by field; any other goes through PredictionRecord, whose error (pydantic ValidationError,
-    ValueError, KeyError, TypeError) names what is wrong. Both accept the same lines."""
-    try:
-        d = orjson.loads(line)
-        if type(d) is dict and d.keys() == _PREDICTION_KEYS:
-            t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
-            prob, label = d["probability"], d["label"]
-            if (
-                type(t) is str
-                and type(rid) is str
-                and type(version) is str
-                and type(inputs) is dict
-                and type(prob) in _NUMBER
-                and type(label) is int
-                and type(d["threshold"]) in _NUMBER
-            ):
-                parse_utc(t)
-                probability = float(prob)
-                if math.isfinite(probability):
-                    return rid, PendingPrediction(t, version, readings(inputs, dataset), probability, label)
-    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
-        pass
-    rec = PredictionRecord.model_validate_json(line)
-    row = compact_prediction(rec, dataset)
-    parse_utc(rec.time)
-    return rec.request_id, row
+    """(request_id, pending row) of one prediction log line (see PredictionParser, which a loop should reuse)."""
+    return PredictionParser(dataset)(line)
 
 
 def parse_feedback(line: bytes) -> tuple[str, OrphanLabel, datetime]:
