@@ -195,8 +195,9 @@ class Ingestor:
         if not new_offsets:
             return batch.counts, False
         with store.step():
-            self._store_predictions(store, preds, batch)
-            self._store_labels(store, labels, batch)
+            fresh = self._store_predictions(store, preds, batch)
+            self._store_labels(store, labels, batch, fresh)
+            store.put_pending(fresh)  # what is still waiting (a label in this batch never touches the table)
             self._trim(store, batch)
             self._append(store, batch.joined)
             store.set_offsets(new_offsets)
@@ -207,12 +208,13 @@ class Ingestor:
         batch.counts.labelled = len(batch.joined)
         return batch.counts, True
 
-    # --- parsing ---------------------------------------------------------------------------------
     # --- joining (the batch against the store) -------------------------------------------------
-    def _store_predictions(self, store: MonitorStore, preds: dict[str, PendingPrediction], batch: _Batch) -> None:
-        """A prediction whose label is already waiting joins it; the others wait for theirs."""
+    def _store_predictions(
+        self, store: MonitorStore, preds: dict[str, PendingPrediction], batch: _Batch
+    ) -> dict[str, PendingPrediction]:
+        """A prediction whose label is already waiting joins it; returns the others (they wait for theirs)."""
         if not preds:
-            return
+            return {}
         orphans = store.orphans_among(list(preds))
         waiting = {}
         for rid, row in preds.items():
@@ -222,23 +224,29 @@ class Ingestor:
             else:
                 self._join(batch, rid, row, label)
         store.drop("orphans", [rid for rid in preds if rid not in waiting])
-        store.put_pending(waiting)
+        return waiting
 
-    def _store_labels(self, store: MonitorStore, labels: list[tuple[str, OrphanLabel, str]], batch: _Batch) -> None:
-        """A label whose prediction waits joins it; a second label for a waiting orphan's request_id is ignored;
-        the others wait for their prediction."""
+    def _store_labels(
+        self,
+        store: MonitorStore,
+        labels: list[tuple[str, OrphanLabel, str]],
+        batch: _Batch,
+        fresh: dict[str, PendingPrediction],
+    ) -> None:
+        """A label whose prediction waits (in this batch's `fresh` ones, taken out of it, or in the store) joins it;
+        a second label for a waiting orphan's request_id is ignored; the others wait for their prediction."""
         if not labels:
             return
         ids = list({rid: None for rid, _, _ in labels})
-        pending = store.pending_among(ids)
+        pending = store.pending_among([rid for rid in ids if rid not in fresh])
         known = set(store.orphans_among(ids))
         joined: list[str] = []
         orphans: dict[str, OrphanLabel] = {}
         for rid, label, path in labels:
-            row = pending.pop(rid, None)
+            row = fresh.pop(rid, None) or pending.pop(rid, None)
             if row is not None:
                 self._join(batch, rid, row, label)
-                joined.append(rid)
+                joined.append(rid)  # (a copy logged in an earlier batch may wait in the store: it goes too)
             elif rid in known:
                 batch.totals["duplicate_feedback"] = batch.totals.get("duplicate_feedback", 0) + 1
                 log.warning("second label for request_id %s in %s ignored (the first one counts)", rid, path)
