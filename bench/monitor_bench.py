@@ -8,7 +8,8 @@ share it clears the logs and the monitor's files, writes `--rows` prediction lin
 labelled share, one second after their prediction) through the inference service's own writers
 (services.inference.logs.PredictionLog / FeedbackLog, so the bytes are exactly what the service logs), then runs
 ONE monitor cycle (Monitor.cycle: ingest, measure, reports; no Redis) in a fresh process and reports its wall
-seconds and that process's peak RSS (resource.getrusage). Prints one JSON line per share.
+seconds, its CPU seconds (the figure to trust on a shared, busy machine) and that process's peak RSS
+(resource.getrusage). Prints one JSON line per share.
 """
 
 from __future__ import annotations
@@ -91,14 +92,18 @@ def run_cycle(config: Path) -> dict:
     logging.basicConfig(level=logging.ERROR)
     settings = load_settings(config, env={})
     monitor = Monitor(settings=settings, redis_client=None)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_before = before.ru_utime + before.ru_stime
     t = time.perf_counter()
     report = monitor.cycle()
     seconds = time.perf_counter() - t
     ingest = report.ingest
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 2),  # this process's, the cycle's part
         "ingest_seconds": ingest.read_seconds,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "new_predictions": ingest.new_predictions,
         "new_feedback": ingest.new_feedback,
         "joined": ingest.new_labelled,
