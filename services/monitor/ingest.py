@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import ValidationError
 
+from services.monitor.batch import MAX_MALFORMED_LISTED, Batch, StepCounts, newest
 from services.monitor.reader import Chunk, LineAt, LogDir, count_newlines
 from services.monitor.report_model import MalformedLine
 from services.monitor.rows import (
@@ -33,7 +33,7 @@ from services.monitor.rows import (
     WindowRow,
     parse_feedback,
 )
-from services.monitor.store import MonitorStore, VersionCounts
+from services.monitor.store import MonitorStore
 from shared.atomic import append_bytes
 from shared.dataset import DatasetConfig
 from shared.errors import IntegrityError, explain
@@ -49,47 +49,6 @@ BATCH_BYTES = 4 << 20
 # (expired_pending, expired_orphans) so the store cannot grow forever.
 MAX_PENDING = 200_000
 MAX_ORPHANS = 50_000
-# Malformed lines named one by one in a cycle's report (all of them are counted and logged).
-MAX_MALFORMED_LISTED = 20
-
-
-@dataclass
-class StepCounts:
-    predictions: int = 0
-    feedback: int = 0
-    labelled: int = 0
-    malformed: int = 0
-    # The first MAX_MALFORMED_LISTED malformed lines.
-    malformed_lines: list[MalformedLine] = field(default_factory=list)
-
-    def add(self, other: StepCounts) -> None:
-        self.predictions += other.predictions
-        self.feedback += other.feedback
-        self.labelled += other.labelled
-        self.malformed += other.malformed
-        self.malformed_lines.extend(other.malformed_lines[: MAX_MALFORMED_LISTED - len(self.malformed_lines)])
-
-    @property
-    def lines(self) -> int:
-        return self.predictions + self.feedback + self.malformed
-
-
-@dataclass
-class _Batch:
-    """What one step derived from its lines, before it is stored."""
-
-    counts: StepCounts = field(default_factory=StepCounts)
-    joined: list[bytes] = field(default_factory=list)  # labelled lines
-    inputs: list[PendingPrediction] = field(default_factory=list)  # every valid prediction, in log order
-    windows: dict[str, list[WindowRow]] = field(default_factory=dict)
-    versions: dict[str, VersionCounts] = field(default_factory=dict)
-    totals: dict[str, int] = field(default_factory=dict)
-
-    def version(self, name: str) -> VersionCounts:
-        c = self.versions.get(name)
-        if c is None:
-            c = self.versions[name] = VersionCounts()
-        return c
 
 
 class Ingestor:
@@ -148,7 +107,7 @@ class Ingestor:
         fb_chunks = self.feedback.read(offsets, max_bytes=self.batch_bytes, limits=limits)
         if not pred_chunks and not fb_chunks:
             return StepCounts(), False
-        batch = _Batch()
+        batch = Batch()
         new_offsets: dict[str, int] = {}
         preds: dict[str, PendingPrediction] = {}
         watermark = _LATEST
@@ -210,7 +169,7 @@ class Ingestor:
 
     # --- joining (the batch against the store) -------------------------------------------------
     def _store_predictions(
-        self, store: MonitorStore, preds: dict[str, PendingPrediction], batch: _Batch
+        self, store: MonitorStore, preds: dict[str, PendingPrediction], batch: Batch
     ) -> dict[str, PendingPrediction]:
         """A prediction whose label is already waiting joins it; returns the others (they wait for theirs)."""
         if not preds:
@@ -230,7 +189,7 @@ class Ingestor:
         self,
         store: MonitorStore,
         labels: list[tuple[str, OrphanLabel, str]],
-        batch: _Batch,
+        batch: Batch,
         fresh: dict[str, PendingPrediction],
     ) -> None:
         """A label whose prediction waits (in this batch's `fresh` ones, taken out of it, or in the store) joins it;
@@ -256,7 +215,7 @@ class Ingestor:
         store.drop("pending", joined)
         store.put_orphans(orphans)
 
-    def _join(self, batch: _Batch, request_id: str, row: PendingPrediction, label: OrphanLabel) -> None:
+    def _join(self, batch: Batch, request_id: str, row: PendingPrediction, label: OrphanLabel) -> None:
         y = int(label.label)
         record = dict(zip(self.features, row.values, strict=True))
         record |= {
@@ -276,12 +235,12 @@ class Ingestor:
         c.labelled += 1
         c.positives += y
 
-    def _trim(self, store: MonitorStore, batch: _Batch) -> None:
+    def _trim(self, store: MonitorStore, batch: Batch) -> None:
         # Keep the most recent by prediction time (files are read one after another, not in time order): rows
         # of the batch older than its own newest `keep` can never be kept, so they are not even stored.
-        store.add_inputs([r.inputs() for r in _newest(batch.inputs, self.drift_window)], keep=self.drift_window)
+        store.add_inputs([r.inputs() for r in newest(batch.inputs, self.drift_window)], keep=self.drift_window)
         for version, rows in batch.windows.items():
-            store.add_window_rows(version, _newest(rows, self.window_size), keep=self.window_size)
+            store.add_window_rows(version, newest(rows, self.window_size), keep=self.window_size)
         for table, cap in (("pending", self.max_pending), ("orphans", self.max_orphans)):
             dropped = store.keep_newest(table, cap)
             if dropped:
@@ -327,17 +286,6 @@ class Ingestor:
         if key not in self._line_numbers:
             self._line_numbers = {key: 1 + count_newlines(chunk.path, chunk.start)}
         return self._line_numbers[key]
-
-
-def _newest(rows: list, keep: int) -> list:
-    """The `keep` most recent rows by time (ties: the later one), oldest first."""
-    if len(rows) <= keep:
-        return rows
-    return sorted(rows, key=_by_time)[-keep:]
-
-
-def _by_time(row: PendingPrediction | WindowRow) -> str:
-    return row.time
 
 
 def _size(path: Path) -> int:
