@@ -229,6 +229,7 @@ class MonitoringConfig(_Strict):
     reports_dir: RelPath
     keep_reports: PosInt
     state_file: RelPath
+    store_file: RelPath  # the monitor's SQLite store (pending, orphans, windows, offsets)
     labelled_dir: RelPath
     window_size: PosInt
     min_labelled: PosInt

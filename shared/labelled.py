@@ -1,10 +1,13 @@
 """Labelled production data: logged predictions joined with their late ground truth.
 
 The monitor (services.monitor) is the one writer. It appends `labelled_record(dataset)` lines to
-`<labelled_dir>/labelled.jsonl` and then records the file's committed length (bytes and rows) in its
-state file (`monitoring.state_file`), written atomically. Bytes beyond the committed length belong to a
-cycle that has not finished (or crashed); the monitor truncates them on its next start and readers here
-never see them. So a reader gets every labelled row exactly once, whatever the monitor was doing.
+`<labelled_dir>/labelled.jsonl`, fsyncs them, and then records the file's committed length (bytes and rows)
+in its store (`monitoring.store_file`, SQLite: the `meta` rows `labelled_bytes` and `labelled_rows`), in the
+same transaction as the log offsets that produced them. Bytes beyond the committed length belong to a step
+that has not committed (or crashed); the monitor truncates them on its next start and readers here never see
+them. So a reader gets every labelled row exactly once, whatever the monitor was doing. A volume the monitor
+has not opened since the store came has no store yet: its committed length is then the `labelled` section of
+the state file (`monitoring.state_file`), as before.
 
 The retrain worker calls `load_labelled(paths)` to build a new data version and the gate's window.
 
@@ -16,6 +19,7 @@ probability, predicted and feedback_time. `labelled_record(dataset)` is the line
 from __future__ import annotations
 
 import json
+import sqlite3
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +33,9 @@ from shared.paths import Paths
 
 ID_COLUMNS = ["request_id", "time", "model_version"]
 EXTRA_COLUMNS = ["probability", "predicted", "feedback_time"]
+# The monitor store's meta keys holding the committed length (services.monitor.store writes them).
+LABELLED_BYTES_KEY = "labelled_bytes"
+LABELLED_ROWS_KEY = "labelled_rows"
 
 
 class LabelledLine(BaseModel):
@@ -70,6 +77,8 @@ def labelled_file(paths: Paths) -> Path:
 
 def committed_length(paths: Paths) -> tuple[int, int]:
     """(bytes, rows) of the labelled file committed by the monitor's last finished step; (0, 0) if none."""
+    if paths.monitor_store.is_file():
+        return _store_length(paths.monitor_store)
     state_path = paths.monitor_state
     if not state_path.is_file():
         return 0, 0
@@ -81,6 +90,24 @@ def committed_length(paths: Paths) -> tuple[int, int]:
         raise DataValidationError(f"{state_path}: monitor state has no valid 'labelled' section: {e}") from e
 
 
+def _store_length(path: Path) -> tuple[int, int]:
+    """The committed length in the monitor's store, read through a read-only connection (the monitor may be
+    writing: WAL lets this read see the last commit)."""
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            if not conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+                return 0, 0  # created, its first transaction not committed yet: nothing labelled
+            rows = dict(
+                conn.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", (LABELLED_BYTES_KEY, LABELLED_ROWS_KEY))
+            )
+        finally:
+            conn.close()
+        return int(json.loads(rows.get(LABELLED_BYTES_KEY, "0"))), int(json.loads(rows.get(LABELLED_ROWS_KEY, "0")))
+    except (sqlite3.Error, ValueError, TypeError) as e:
+        raise DataValidationError(f"{path}: monitor store has no readable committed length: {e}") from e
+
+
 def read_committed_lines(paths: Paths) -> list[bytes]:
     """The committed lines of the labelled file, in the order they were written."""
     size, rows = committed_length(paths)
@@ -88,14 +115,14 @@ def read_committed_lines(paths: Paths) -> list[bytes]:
         return []
     path = labelled_file(paths)
     if not path.is_file():
-        raise DataValidationError(f"{path}: missing, but the monitor state records {rows} labelled rows ({size} bytes)")
+        raise DataValidationError(f"{path}: missing, but the monitor records {rows} labelled rows ({size} bytes)")
     with open(path, "rb") as f:
         data = f.read(size)
     if len(data) < size:
         raise DataValidationError(f"{path}: {len(data)} bytes on disk, shorter than the committed {size} bytes")
     lines = data.splitlines()
     if len(lines) != rows:
-        raise DataValidationError(f"{path}: {len(lines)} committed lines, the monitor state records {rows}")
+        raise DataValidationError(f"{path}: {len(lines)} committed lines, the monitor records {rows}")
     return lines
 
 

@@ -144,6 +144,10 @@ class Paths:
         return self._v(self.settings.monitoring.state_file)
 
     @property
+    def monitor_store(self) -> Path:
+        return self._v(self.settings.monitoring.store_file)
+
+    @property
     def labelled_dir(self) -> Path:
         return self._v(self.settings.monitoring.labelled_dir)
 

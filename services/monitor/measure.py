@@ -20,7 +20,7 @@ from services.monitor.report_model import (
     ReportSettings,
 )
 from services.monitor.rows import InputRow, Window, input_columns
-from services.monitor.state import MonitorState, VersionCounts
+from services.monitor.store import Snapshot, VersionCounts
 from shared.config import Settings
 from shared.dataset import DatasetConfig
 from shared.datastore import DataStore
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 
 class Measurer:
-    """Builds a cycle's report (without ingest, paths and trigger) from the state; caches training tables."""
+    """Builds a cycle's report (without ingest, paths and trigger) from the store's snapshot; caches training
+    tables."""
 
     def __init__(self, *, settings: Settings, paths: Paths, drift_window: int) -> None:
         self.settings = settings
@@ -44,7 +45,7 @@ class Measurer:
         self._references: dict[tuple[str, str], pd.DataFrame] = {}
 
     def measure(
-        self, state: MonitorState, *, pinned: str | None
+        self, state: Snapshot, *, cycle: int, pinned: str | None
     ) -> tuple[MonitorReport, pd.DataFrame | None, pd.DataFrame]:
         """(report, the reference table or None, the production inputs frame)."""
         now = utc_now()
@@ -56,7 +57,7 @@ class Measurer:
                 version=version,
                 rows=state.windows.get(version, []),
                 counts=state.counts.get(version, VersionCounts()),
-                pending=sum(1 for row in state.pending.values() if row.model_version == version),
+                pending=state.pending_by_version.get(version, 0),
                 training=self.training_metrics(version),
                 settings=self.settings,
             )
@@ -85,7 +86,7 @@ class Measurer:
         checks = report_checks(performance.get(serving) if serving else None, drift, serving)
         report = MonitorReport(
             created_at=now,
-            cycle=state.cycles + 1,
+            cycle=cycle,
             serving_version=serving,
             pinned_version=pinned,
             performance=performance,
@@ -161,7 +162,7 @@ def report_checks(perf: VersionPerformance | None, drift: DriftReport, serving: 
     return checks
 
 
-def serving_version(state: MonitorState) -> str | None:
+def serving_version(state: Snapshot) -> str | None:
     """The version that served the most recent prediction read: what production actually runs."""
     if not state.recent_inputs:
         return None

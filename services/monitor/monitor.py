@@ -1,14 +1,17 @@
 """The monitor: one cycle reads the new log records, measures, reports and, if needed, asks for a retrain.
 
 A cycle (under an exclusive lock: one monitor per volume):
-1. cut the labelled file back to the committed length (an interrupted cycle), load the state;
-2. ingest the new prediction and feedback lines in bounded, committed steps (services.monitor.ingest);
+1. load the state file, open the store (services.monitor.store; created, from a format 1/2 state file if there
+   is one, on the first cycle), cut the labelled file back to the store's committed length (an interrupted
+   cycle);
+2. ingest the prediction and feedback lines logged before the cycle began, in bounded, committed steps
+   (services.monitor.ingest): the cycle ends whatever the traffic, later lines wait for the next one;
 3. per model version, production metrics on its window of labelled rows against the training metrics
    in its metadata.json; drift of the recent inputs against the serving version's training data
    (services.monitor.measure);
 4. write the JSON report (a services.monitor.report_model.MonitorReport), consider the retrain trigger,
    write the final JSON and the HTML report;
-5. save the state (history, last trigger).
+5. save the state file (history, last trigger).
 `run_loop` repeats cycles every `monitoring.interval_s` until SIGTERM/SIGINT.
 """
 
@@ -28,7 +31,8 @@ from services.monitor import report as report_mod
 from services.monitor.ingest import Ingestor, StepCounts
 from services.monitor.measure import Measurer, serving_version
 from services.monitor.report_model import IngestSummary, MonitorReport, ReportPaths, TriggerResult
-from services.monitor.state import MonitorState, check_features, load_state, recover_labelled, save_state
+from services.monitor.state import check_features, load_state, recover_labelled, save_state, seed_store
+from services.monitor.store import MonitorStore, Snapshot
 from services.monitor.trigger import Trigger
 from shared.atomic import lock_path_of, locked
 from shared.config import Settings
@@ -76,15 +80,22 @@ class Monitor:
     def cycle(self, *, quiet_reports: bool = False) -> MonitorReport:
         """One cycle; returns the report. With `quiet_reports` (the loop), a cycle that read nothing new and
         sent nothing only refreshes latest.json: no per-cycle files, no history point, no HTML."""
-        with monitor_lock(self.paths):
+        with monitor_lock(self.paths), ExitStack() as stack:
+            features = self.settings.dataset.feature_names
             state = load_state(self.paths.monitor_state)
-            check_features(self.paths.monitor_state, state, self.settings.dataset.feature_names)
-            recover_labelled(self.paths, state)
+            check_features(self.paths.monitor_state, state, features)
+            store = stack.enter_context(
+                MonitorStore.open(self.paths.monitor_store, features=features, seed=seed_store(state))
+            )
+            recover_labelled(self.paths, store.labelled_length()[0])
             t0 = time.perf_counter()
-            counts = self.ingestor.run(state)
+            counts = self.ingestor.run(store)
             read_s = time.perf_counter() - t0
-            report, reference, production = self.measurer.measure(state, pinned=self.pinned_version())
-            report.ingest = self.ingest_summary(state, counts, read_s)
+            snapshot = store.snapshot()
+            report, reference, production = self.measurer.measure(
+                snapshot, cycle=state.cycles + 1, pinned=self.pinned_version()
+            )
+            report.ingest = self.ingest_summary(snapshot, counts, read_s, self.ingestor.backlog_bytes(store))
             quiet = quiet_reports and counts.lines == 0
             json_path, html_path = report_mod.report_paths(self.paths, report.created_at)
             report.paths = ReportPaths(json=self._rel(json_path), html=self._rel(html_path))
@@ -122,18 +133,19 @@ class Monitor:
             )
             return report
 
-    def ingest_summary(self, state: MonitorState, counts: StepCounts, read_s: float) -> IngestSummary:
+    @staticmethod
+    def ingest_summary(state: Snapshot, counts: StepCounts, read_s: float, unread_bytes: int) -> IngestSummary:
         return IngestSummary(
             new_predictions=counts.predictions,
             new_feedback=counts.feedback,
             new_labelled=counts.labelled,
             malformed=counts.malformed,
             malformed_lines=counts.malformed_lines,
-            pending_predictions=len(state.pending),
-            orphan_labels=len(state.orphans),
-            labelled_total=state.labelled.rows,
+            pending_predictions=state.pending,
+            orphan_labels=state.orphans,
+            labelled_total=state.labelled_rows,
             read_seconds=round(read_s, 3),
-            unread_bytes=self.ingestor.backlog_bytes(state),
+            unread_bytes=unread_bytes,
         )
 
     # --- inputs to a cycle ---------------------------------------------------------------------
@@ -145,7 +157,7 @@ class Monitor:
             return None
 
     @staticmethod
-    def serving_version(state: MonitorState) -> str | None:
+    def serving_version(state: Snapshot) -> str | None:
         """The version that served the most recent prediction read: what production actually runs."""
         return serving_version(state)
 

@@ -1,9 +1,10 @@
 """Incremental reading of append-only JSONL logs: per-file byte offsets, complete lines only.
 
 A line counts only once it ends in "\\n": a writer's half-written last line is left for the next read.
-The caller owns the offsets (the monitor keeps them in its state file) and commits them only after it
+The caller owns the offsets (the monitor keeps them in its store) and commits them only after it
 has stored what it derived from the lines, so a crash re-reads, never skips.
-Cost follows the new bytes: each read starts at the saved offset.
+Cost follows the new bytes: each read starts at the saved offset, and stops at an optional limit per file
+(the size the file had when the monitor's cycle began: lines appended since wait for the next cycle).
 """
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ class LineAt(NamedTuple):
     offset: int
 
 
-def read_complete_lines(path: Path, offset: int, *, max_bytes: int) -> tuple[list[bytes], int]:
+def read_complete_lines(
+    path: Path, offset: int, *, max_bytes: int, limit: int | None = None
+) -> tuple[list[bytes], int]:
     """Complete lines from `offset` (at most about `max_bytes`, always at least one whole line if there is
-    one) and the new offset. A file shorter than `offset` was replaced: read it from the start."""
+    one, never beyond byte `limit`) and the new offset. A file shorter than `offset` was replaced: read it
+    from the start."""
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
         return [], offset
+    if limit is not None:
+        size = min(size, limit)
     if size < offset:
         log.warning(
             "%s is shorter (%d bytes) than the saved offset %d: the file was replaced; reading it from the start",
@@ -94,14 +100,29 @@ class LogDir:
     def key(self, path: Path) -> str:
         return f"{self.kind}/{path.name}"
 
-    def read(self, offsets: dict[str, int], *, max_bytes: int) -> list[Chunk]:
-        """New complete lines of every file, at most about `max_bytes` per file."""
+    def sizes(self) -> dict[str, int]:
+        """The size of every file now, by key (a cycle's reading limits)."""
+        out = {}
+        for path in self.files():
+            try:
+                out[self.key(path)] = path.stat().st_size
+            except FileNotFoundError:
+                continue
+        return out
+
+    def read(self, offsets: dict[str, int], *, max_bytes: int, limits: dict[str, int] | None = None) -> list[Chunk]:
+        """New complete lines of every file, at most about `max_bytes` per file; with `limits`, only the files
+        named there and none beyond its limit."""
         chunks = []
         for path in self.files():
             key = self.key(path)
+            limit = None if limits is None else limits.get(key)
+            if limits is not None and limit is None:
+                continue  # a file that appeared during the cycle: the next cycle reads it
             start = offsets.get(key, 0)
             try:
-                if path.stat().st_size < start:
+                size = path.stat().st_size if limit is None else min(path.stat().st_size, limit)
+                if size < start:
                     log.warning(
                         "%s is shorter than the saved offset %d: the file was replaced; reading it from the start",
                         path,
@@ -110,7 +131,7 @@ class LogDir:
                     start = 0
             except FileNotFoundError:
                 continue
-            lines, end = read_complete_lines(path, start, max_bytes=max_bytes)
+            lines, end = read_complete_lines(path, start, max_bytes=max_bytes, limit=limit)
             if lines or end != start:
                 chunks.append(Chunk(key=key, path=path, start=start, end=end, lines=lines))
         return chunks

@@ -1,21 +1,24 @@
 """The monitor's rows, named: a prediction waiting for its label, a label waiting for its prediction, an input
 in the drift window and a labelled row in a version's performance window.
 
-NamedTuples: as cheap as lists in the ingest loop, and saved in the state file as JSON arrays (field order =
-array order). A row's readings are one `values` tuple in the dataset's feature order (config.yaml `dataset:`):
-a categorical feature as its level (text), a numeric feature as a float. `Window` summarises a window of rows
-in the report.
+NamedTuples: as cheap as lists in the ingest loop; the store (services.monitor.store) keeps them as table rows
+(the readings as one JSON array). A row's readings are one `values` tuple in the dataset's feature order
+(config.yaml `dataset:`): a categorical feature as its level (text), a numeric feature as a float. `Window`
+summarises a window of rows in the report. `parse_prediction` / `parse_feedback` read one log line (a fast path
+for the usual shape; the pydantic record for any other, so both accept the same lines and errors name the key).
 """
 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 from typing import NamedTuple
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
 from shared.dataset import CategoricalColumn, DatasetConfig
-from shared.schemas import PredictionRecord
+from shared.schemas import FeedbackRecord, PredictionRecord, parse_utc
 
 Value = str | float
 
@@ -87,6 +90,91 @@ def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> Pending
     if not math.isfinite(probability):
         raise ValueError("probability must be a finite number")
     return PendingPrediction(rec.time, rec.model_version, values, probability, int(rec.label))
+
+
+_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
+_FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
+_NUMBER = (float, int)
+
+
+class PredictionParser:
+    """Reads prediction log lines of one dataset: (request_id, pending row) per line. A line in the usual shape
+    is read with orjson and checked field by field; any other goes through PredictionRecord, whose error (pydantic
+    ValidationError, ValueError, KeyError, TypeError) names what is wrong. Both accept the same lines."""
+
+    def __init__(self, dataset: DatasetConfig) -> None:
+        self.dataset = dataset
+        self.specs = [
+            (c.name, frozenset(c.levels) if isinstance(c, CategoricalColumn) else None) for c in dataset.features
+        ]
+        self._last_time = ""  # the last time text found valid (lines of one batch share theirs)
+
+    def __call__(self, line: bytes) -> tuple[str, PendingPrediction]:
+        try:
+            d = orjson.loads(line)
+            if type(d) is dict and d.keys() == _PREDICTION_KEYS:
+                t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
+                prob, label = d["probability"], d["label"]
+                if (
+                    type(t) is str
+                    and type(rid) is str
+                    and type(version) is str
+                    and type(inputs) is dict
+                    and type(prob) in _NUMBER
+                    and type(label) is int
+                    and type(d["threshold"]) in _NUMBER
+                ):
+                    if t != self._last_time:
+                        parse_utc(t)
+                        self._last_time = t
+                    values = self._values(inputs)
+                    probability = float(prob)
+                    if values is not None and probability - probability == 0.0:  # finite
+                        return rid, PendingPrediction(t, version, values, probability, label)
+        except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+            pass
+        rec = PredictionRecord.model_validate_json(line)
+        row = compact_prediction(rec, self.dataset)
+        parse_utc(rec.time)
+        return rec.request_id, row
+
+    def _values(self, inputs: dict) -> tuple[Value, ...] | None:
+        """The readings if each is plainly valid (a finite float or int, a known level); else None."""
+        out: list[Value] = []
+        for name, levels in self.specs:
+            v = inputs[name]
+            if levels is None:
+                if type(v) is float and v - v == 0.0:
+                    out.append(v)
+                elif type(v) is int:
+                    out.append(float(v))
+                else:
+                    return None
+            elif type(v) is str and v in levels:
+                out.append(v)
+            else:
+                return None
+        return tuple(out)
+
+
+def parse_prediction(line: bytes, dataset: DatasetConfig) -> tuple[str, PendingPrediction]:
+    """(request_id, pending row) of one prediction log line (see PredictionParser, which a loop should reuse)."""
+    return PredictionParser(dataset)(line)
+
+
+def parse_feedback(line: bytes) -> tuple[str, OrphanLabel, datetime]:
+    """(request_id, label, its time) of one feedback log line: the fast path of FeedbackRecord (same verdicts,
+    its errors)."""
+    try:
+        d = orjson.loads(line)
+        if type(d) is dict and d.keys() == _FEEDBACK_KEYS:
+            t, rid, label = d["time"], d["request_id"], d["label"]
+            if type(t) is str and type(rid) is str and type(label) is int and label in (0, 1):
+                return rid, OrphanLabel(t, label), parse_utc(t)
+    except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
+        pass
+    rec = FeedbackRecord.model_validate_json(line)
+    return rec.request_id, OrphanLabel(rec.time, rec.label), parse_utc(rec.time)
 
 
 class Window(BaseModel):

@@ -17,7 +17,7 @@ import uuid
 import pandas as pd
 import pytest
 
-from services.monitor.state import load_state
+from services.monitor.store import MonitorStore
 from shared.labelled import labelled_file, load_labelled
 from shared.paths import METADATA_FILE, MODEL_FILE, Paths, RedisKeys
 from shared.queue import DONE, RetrainQueue
@@ -151,13 +151,13 @@ def test_monitor_sigkilled_at_random_moments_joins_every_label_exactly_once(serv
             time.sleep(rng.uniform(0.0, 0.005))
         finally:
             monitor.kill()
-        read = load_state(paths.monitor_state).totals.get("predictions_read", 0)
+        read = _store_view(paths)["totals"].get("predictions_read", 0)
         kills.append({"predictions_read": read, "predictions_logged": len(all_ids)})
 
     final = Proc(settings, "services.monitor", "run", "--once", log=tmp_path / "final.log", env=env)
     final_code = final.wait(120)
     got = load_labelled(paths)
-    state = load_state(paths.monitor_state)
+    state = _store_view(paths)
     labels = dict(zip(got["request_id"], got["machine_failure"], strict=True))
     ledger = Ledger(
         f"monitor SIGKILLed {MONITOR_BATCHES} times (seed {SEED})",
@@ -166,17 +166,17 @@ def test_monitor_sigkilled_at_random_moments_joins_every_label_exactly_once(serv
             "labels_logged": len(labelled_ids),
             "kills": len(kills),
             "kills_with_work_left": sum(k["predictions_read"] < k["predictions_logged"] for k in kills),
-            "predictions_read": state.totals["predictions_read"],
-            "feedback_read": state.totals["feedback_read"],
+            "predictions_read": state["totals"]["predictions_read"],
+            "feedback_read": state["totals"]["feedback_read"],
             "labelled_rows": len(got),
             "labelled_unique": got["request_id"].nunique(),
             "labelled_not_logged": len(set(got["request_id"]) - labelled_ids),
             "labelled_missing": len(labelled_ids - set(got["request_id"])),
             "wrong_labels": sum(truth[r] != y for r, y in labels.items()),
-            "pending": len(state.pending),
+            "pending": len(state["pending"]),
             "unlabelled": len(all_ids) - len(labelled_ids),
-            "orphans": len(state.orphans),
-            "uncommitted_bytes": labelled_file(paths).stat().st_size - state.labelled.bytes,
+            "orphans": len(state["orphans"]),
+            "uncommitted_bytes": labelled_file(paths).stat().st_size - state["labelled_bytes"],
             "final_exit": final_code,
         },
     )
@@ -187,4 +187,19 @@ def test_monitor_sigkilled_at_random_moments_joins_every_label_exactly_once(serv
     ledger.balance("unlabelled", "pending")
     ledger.positive("kills_with_work_left")
     ledger.zero("labelled_not_logged", "labelled_missing", "wrong_labels", "orphans", "uncommitted_bytes", "final_exit")
-    assert state.counts["v1"].predictions == len(all_ids) and state.counts["v1"].labelled == len(labelled_ids)
+    counts = state["counts"]["v1"]
+    assert counts.predictions == len(all_ids) and counts.labelled == len(labelled_ids)
+
+
+def _store_view(paths) -> dict:
+    """What the monitor's store holds now (read through its own API, then closed)."""
+    if not paths.monitor_store.exists():
+        return {"totals": {}, "pending": set(), "orphans": set(), "labelled_bytes": 0, "counts": {}}
+    with MonitorStore.open(paths.monitor_store, features=paths.settings.dataset.feature_names) as store:
+        return {
+            "totals": store.totals(),
+            "pending": store.ids("pending"),
+            "orphans": store.ids("orphans"),
+            "labelled_bytes": store.labelled_length()[0],
+            "counts": store.counts(),
+        }

@@ -182,12 +182,6 @@ def cycle_times(log_text: str) -> list[datetime]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=False,  # holds on a quiet machine since the monitor state went to typed rows; see the note
-    reason="under continuous traffic (~200 predictions/s, labels not yet in) a monitor cycle stops ending: "
-    "Ingestor.run steps until a step finds no new line, and every step rewrites the whole state (save_state, "
-    "O(pending)), so once a step outlasts the gap between two predictions the cycle never leaves ingest",
-)
 def test_the_monitor_keeps_finishing_cycles_under_continuous_traffic(served, own_redis, tmp_path):
     settings = with_config(served, **{"monitoring.interval_s": 0.3})
     env = service_env(own_redis.url)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from services.monitor.store import MonitorStore
 from shared.paths import Paths
 from shared.registry import Registry
 from tests.ai4i import LABEL, NUMERIC_FEATURES, encode_readings
@@ -44,6 +45,11 @@ def prediction_lines(paths: Paths, df: pd.DataFrame, *, version: str = "v1", sta
                                 sort_keys=True, separators=(",", ":")))
         fbs.append(json.dumps({"time": stamp(t + 0.5), "request_id": rid, "label": labels[i]}, sort_keys=True, separators=(",", ":")))
     return preds, fbs, ids
+
+
+def open_store(paths: Paths, features: list[str] | None = None) -> MonitorStore:
+    """The monitor's store on this volume (created if there is none)."""
+    return MonitorStore.open(paths.monitor_store, features=features or paths.settings.dataset.feature_names)
 
 
 def append(path: Path, lines: list[str]) -> None:

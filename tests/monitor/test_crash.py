@@ -1,7 +1,6 @@
 """kill -9 the monitor in the middle of a big backlog, restart it: nothing lost, nothing counted twice."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,19 +11,16 @@ import uuid
 import pandas as pd
 
 from services.monitor.state import load_state
-from shared.labelled import labelled_file, load_labelled
+from shared.labelled import committed_length, labelled_file, load_labelled
 from tests.conftest import ROOT
-from tests.monitor.helpers import append, day2, prediction_lines
+from tests.monitor.helpers import append, day2, open_store, prediction_lines
 
 ROWS = 90_000
 INSTANCES = 3
 
 
 def committed_rows(paths) -> int:
-    try:
-        return json.loads(paths.monitor_state.read_text())["labelled"]["rows"]
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
+    return committed_length(paths)[1]  # read-only, beside the running monitor (WAL)
 
 
 def start_monitor(settings, redis_url: str) -> subprocess.Popen:
@@ -57,9 +53,8 @@ def test_kill_9_mid_run_then_restart_loses_and_double_counts_nothing(trained, pa
         time.sleep(0.15 * len(kills))  # land at different points of a step
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-        state = load_state(paths.monitor_state)
-        kills.append({"committed": state.labelled.rows,
-                      "uncommitted_bytes": labelled_file(paths).stat().st_size - state.labelled.bytes})
+        size, rows = committed_length(paths)
+        kills.append({"committed": rows, "uncommitted_bytes": labelled_file(paths).stat().st_size - size})
     assert kills and 0 < kills[0]["committed"] < len(labelled_ids), kills
 
     proc = start_monitor(trained, redis_server.url)
@@ -70,11 +65,12 @@ def test_kill_9_mid_run_then_restart_loses_and_double_counts_nothing(trained, pa
     assert len(got) == len(labelled_ids), kills
     assert got["request_id"].is_unique
     assert set(got["request_id"]) == labelled_ids
-    state = load_state(paths.monitor_state)
-    assert state.counts["v1"].predictions == ROWS and state.counts["v1"].labelled == len(labelled_ids)
-    assert set(state.pending) == set(ids) - labelled_ids and not state.orphans
-    assert state.totals["predictions_read"] == ROWS and state.totals["feedback_read"] == len(labelled_ids)
-    assert labelled_file(paths).stat().st_size == state.labelled.bytes
+    with open_store(paths) as store:
+        counts, totals = store.counts()["v1"], store.totals()
+        assert counts.predictions == ROWS and counts.labelled == len(labelled_ids)
+        assert store.ids("pending") == set(ids) - labelled_ids and not store.ids("orphans")
+        assert totals["predictions_read"] == ROWS and totals["feedback_read"] == len(labelled_ids)
+        assert labelled_file(paths).stat().st_size == store.labelled_length()[0]
     # The joined rows carry the right labels.
     truth = dict(zip(ids, df["machine_failure"].astype(int)))
     assert all(truth[r] == y for r, y in zip(got["request_id"], got["machine_failure"]))

@@ -7,9 +7,10 @@ import pytest
 
 from services.monitor.ingest import Ingestor
 from services.monitor.reader import LogDir, read_complete_lines
-from services.monitor.state import MonitorState, load_state, recover_labelled, save_state
-from shared.labelled import columns, labelled_file, load_labelled
-from tests.monitor.helpers import append, day2, prediction_lines, raw_columns_equal
+from services.monitor.state import recover_labelled
+from services.monitor.store import MonitorStore
+from shared.labelled import columns, committed_length, labelled_file, load_labelled
+from tests.monitor.helpers import append, day2, open_store, prediction_lines, raw_columns_equal
 
 
 def ingestor(paths, **kw) -> Ingestor:
@@ -49,22 +50,25 @@ def test_labels_join_once_whatever_the_order_and_duplicates_are_ignored(paths):
     preds, fbs, ids = prediction_lines(paths, df)
     # Labels for the first 100 arrive in another instance's file BEFORE their predictions are logged.
     append(paths.feedback_log_dir / "i2.jsonl", fbs[:100])
-    state = MonitorState()
+    state = open_store(paths)
     ing = ingestor(paths)
     c = ing.run(state)
-    assert (c.feedback, c.labelled, len(state.orphans)) == (100, 0, 100)
+    assert (c.feedback, c.labelled, len(state.ids("orphans"))) == (100, 0, 100)
     append(paths.prediction_log_dir / "i1.jsonl", preds)
     append(paths.feedback_log_dir / "i1.jsonl", fbs[100:250] + fbs[:3])  # 3 duplicates
     c = ing.run(state)
     assert (c.predictions, c.labelled) == (300, 250)
-    assert len(state.pending) == 50 and len(state.orphans) == 3 and state.totals.get("duplicate_feedback", 0) == 0
+    assert len(state.ids("pending")) == 50 and len(state.ids("orphans")) == 3
+    assert state.totals().get("duplicate_feedback", 0) == 0
     append(paths.feedback_log_dir / "i1.jsonl", fbs[250:])
     ing.run(state)
     got = load_labelled(paths)
     assert list(got.columns) == columns(paths.settings.dataset)
     assert len(got) == 300 and got["request_id"].is_unique and set(got["request_id"]) == set(ids)
     assert raw_columns_equal(got.reset_index(drop=True), df.reset_index(drop=True))  # oldest first = log order here
-    assert state.counts["v1"].model_dump() == {"predictions": 300, "labelled": 300, "positives": int(df.machine_failure.sum())}
+    assert state.counts()["v1"].model_dump() == {"predictions": 300, "labelled": 300,
+                                                 "positives": int(df.machine_failure.sum())}
+    assert not state.ids("pending") and state.size("pending") == 0 and state.size("orphans") == 3
 
 
 def test_partial_last_line_waits_and_malformed_lines_are_counted_not_fatal(paths):
@@ -75,7 +79,7 @@ def test_partial_last_line_waits_and_malformed_lines_are_counted_not_fatal(paths
     with open(p, "a") as f:
         f.write(preds[5][:40])  # a writer's half line
     append(paths.feedback_log_dir / "i1.jsonl", fbs)
-    state = MonitorState()
+    state = open_store(paths)
     c = ingestor(paths).run(state)
     assert (c.predictions, c.malformed, c.labelled) == (5, 2, 5)
     with open(p, "a") as f:
@@ -86,48 +90,76 @@ def test_partial_last_line_waits_and_malformed_lines_are_counted_not_fatal(paths
     assert len(load_labelled(paths)) == 10
 
 
-def test_a_crash_between_append_and_state_save_neither_loses_nor_double_counts(paths, monkeypatch):
-    import services.monitor.ingest as ingest_mod
-
+def test_a_crash_between_append_and_commit_neither_loses_nor_double_counts(paths, monkeypatch):
     df = day2(paths, "natural").iloc[:400]
     preds, fbs, ids = prediction_lines(paths, df)
     append(paths.prediction_log_dir / "i1.jsonl", preds[:200])
     append(paths.feedback_log_dir / "i1.jsonl", fbs[:200])
-    state = MonitorState()
-    ingestor(paths).run(state)
+    with open_store(paths) as store:
+        ingestor(paths).run(store)
     assert len(load_labelled(paths)) == 200
     append(paths.prediction_log_dir / "i1.jsonl", preds[200:])
     append(paths.feedback_log_dir / "i1.jsonl", fbs[200:])
 
-    def crash(path, st):
-        raise KeyboardInterrupt("killed after the labelled rows were appended")
+    def crash(self, size, rows):
+        raise KeyboardInterrupt("killed after the labelled rows were appended, before the commit")
 
-    monkeypatch.setattr(ingest_mod, "save_state", crash)
-    with pytest.raises(KeyboardInterrupt):
-        ingestor(paths).run(load_state(paths.monitor_state))
-    assert labelled_file(paths).stat().st_size > load_state(paths.monitor_state).labelled.bytes
+    monkeypatch.setattr(MonitorStore, "set_labelled_length", crash)
+    with pytest.raises(KeyboardInterrupt), open_store(paths) as store:
+        ingestor(paths).run(store)
+    assert labelled_file(paths).stat().st_size > committed_length(paths)[0]
     assert len(load_labelled(paths)) == 200  # readers see only the committed rows
     monkeypatch.undo()
 
-    state = load_state(paths.monitor_state)
-    assert recover_labelled(paths, state) > 0
+    state = open_store(paths)
+    assert state.counts()["v1"].predictions == 200 and state.totals()["predictions_read"] == 200  # rolled back
+    assert recover_labelled(paths, state.labelled_length()[0]) > 0
     ingestor(paths).run(state)
     got = load_labelled(paths)
     assert len(got) == 400 and got["request_id"].is_unique and set(got["request_id"]) == set(ids)
-    assert state.counts["v1"].labelled == 400 and state.counts["v1"].predictions == 400
+    assert state.counts()["v1"].labelled == 400 and state.counts()["v1"].predictions == 400
 
 
-def test_state_round_trips_unchanged(paths):
+def test_the_store_reopens_unchanged(paths):
     df = day2(paths, "natural").iloc[:50]
     preds, fbs, _ = prediction_lines(paths, df)
     append(paths.prediction_log_dir / "i1.jsonl", preds)
     append(paths.feedback_log_dir / "i1.jsonl", fbs[:20])
-    state = MonitorState()
-    ingestor(paths).run(state)
-    loaded = load_state(paths.monitor_state)
-    assert loaded == state
-    save_state(paths.monitor_state, loaded)
-    assert load_state(paths.monitor_state) == state
+    with open_store(paths) as store:
+        ingestor(paths).run(store)
+        before = (store.snapshot(), store.offsets(), store.totals(), store.ids("pending"))
+    with open_store(paths) as store:
+        assert (store.snapshot(), store.offsets(), store.totals(), store.ids("pending")) == before
+    snapshot = before[0]
+    assert (snapshot.pending, snapshot.orphans, snapshot.labelled_rows, len(snapshot.windows["v1"])) == (30, 0, 20, 20)
+    assert len(snapshot.recent_inputs) == 50 and snapshot.recent_inputs[0].values[0] == df["type"].iloc[0]
+
+
+def test_a_cycle_under_continuous_appends_ends_and_leaves_the_new_lines_for_the_next(paths, monkeypatch):
+    df = day2(paths, "natural").iloc[:600]
+    preds, fbs, _ = prediction_lines(paths, df)
+    log_file = paths.prediction_log_dir / "i1.jsonl"
+    append(log_file, preds[:200])
+    ing = ingestor(paths, batch_bytes=4096)  # many small steps
+    step = ing.step
+    more = iter(range(200, 600, 20))
+    appended = []
+
+    def step_while_traffic_arrives(store, **kw):
+        i = next(more, None)
+        if i is not None:
+            append(log_file, preds[i : i + 20])  # 20 new lines land during every step
+            appended.extend(preds[i : i + 20])
+        return step(store, **kw)
+
+    monkeypatch.setattr(ing, "step", step_while_traffic_arrives)
+    with open_store(paths) as store:
+        c = ing.run(store)
+        assert c.predictions == 200  # exactly what was logged when the cycle began
+        assert store.offsets()["predictions/i1.jsonl"] == len(("\n".join(preds[:200]) + "\n").encode())
+        monkeypatch.undo()
+        assert len(appended) > 200  # more arrived during the cycle than it began with, and still it ended
+        assert ing.run(store).predictions == len(appended)  # the rest: the next cycle's
 
 
 def test_load_labelled_is_empty_with_the_contract_columns_before_any_label(paths):
@@ -143,8 +175,9 @@ def test_waiting_records_beyond_the_configured_caps_are_dropped_oldest_first_and
     preds, fbs, ids = prediction_lines(paths, df)
     append(paths.prediction_log_dir / "i1.jsonl", preds[:30])
     append(paths.feedback_log_dir / "i1.jsonl", fbs[30:50])  # labels whose predictions are not logged yet
-    state = MonitorState()
+    state = open_store(paths)
     ingestor(paths, max_pending=10, max_orphans=5).run(state)
-    assert len(state.pending) == 10 and state.totals["expired_pending"] == 20
-    assert set(state.pending) == set(ids[20:30])  # the newest kept
-    assert len(state.orphans) == 5 and state.totals["expired_orphans"] == 15
+    assert state.size("pending") == 10 and state.totals()["expired_pending"] == 20
+    assert state.ids("pending") == set(ids[20:30])  # the newest kept
+    assert len(state.ids("orphans")) == 5 and state.totals()["expired_orphans"] == 15
+    assert state.ids("orphans") == set(ids[45:50])

@@ -9,6 +9,7 @@ import pytest
 from services.monitor.monitor import Monitor
 from services.monitor.state import load_state, save_state
 from shared.errors import MonitorBusyError
+from shared.labelled import committed_length, labelled_file
 from shared.paths import Paths, RedisKeys
 from shared.queue import RetrainQueue
 from shared.schemas import parse_retrain_message, parse_utc
@@ -170,7 +171,7 @@ def test_monitor_cli_once_runs_one_cycle(trained, paths, redis_server, redis_cli
     write_traffic(paths, day2(paths, "natural").iloc[:300])
     monkeypatch.setenv("CLOCKWORK_REDIS_URL", redis_server.url)
     assert main(["--config", str(trained.config_path), "--once"]) == 0
-    assert load_state(Paths.from_settings(trained).monitor_state).labelled.rows == 300
+    assert committed_length(Paths.from_settings(trained)) == (labelled_file(paths).stat().st_size, 300)
     assert main(["--config", str(trained.config_path), "lineage", "no-such-id"]) == 1
 
 

@@ -13,10 +13,9 @@ from services.monitor.measure import inputs_frame
 from services.monitor.plots import distribution_plot
 from services.monitor.replay import Replayer
 from services.monitor.report_html import render_html
-from services.monitor.state import MonitorState
 from shared.labelled import columns, load_labelled
 from shared.paths import Paths
-from tests.monitor.helpers import append, stamp
+from tests.monitor.helpers import append, open_store, stamp
 from tests.prep.test_clean import PUMPS
 
 
@@ -48,16 +47,16 @@ def test_ingest_joins_rows_of_any_dataset_into_its_labelled_columns(project):
                              "threshold": 0.5}))
     append(paths.prediction_log_dir / "i1.jsonl", preds)
     append(paths.feedback_log_dir / "i1.jsonl", fbs)
-    state = MonitorState()
+    state = open_store(paths, PUMPS.feature_names)
     counts = Ingestor(paths=paths, dataset=PUMPS, window_size=100, drift_window=100).run(state)
     assert (counts.predictions, counts.labelled, counts.malformed) == (30, 30, 1)
     assert "site: 'east' is not one of its levels ['north', 'south']" in counts.malformed_lines[0].reason
-    assert state.recent_inputs[0].values == (float(df.pressure_bar[0]), float(df.flow_l_s[0]), df.site[0])
+    assert state.recent_inputs()[0].values == (float(df.pressure_bar[0]), float(df.flow_l_s[0]), df.site[0])
     got = load_labelled(paths)
     assert list(got.columns) == columns(PUMPS) == ["pressure_bar", "flow_l_s", "site", "broken", "request_id", "time",
                                                    "model_version"]
     assert got.broken.tolist() == df.broken.tolist() and got.site.tolist() == df.site.tolist()
-    window = inputs_frame(state.recent_inputs, PUMPS)
+    window = inputs_frame(state.recent_inputs(), PUMPS)
     assert list(window.columns) == ["time", "model_version", "pressure_bar", "flow_l_s", "site"]
 
 

@@ -1,4 +1,4 @@
-"""The typed monitor records: a written report is its model's dump, the state file keeps its format-1 layout."""
+"""The typed monitor records: a written report is its model's dump; a format 1/2 state file moves into the store."""
 from __future__ import annotations
 
 import json
@@ -16,7 +16,8 @@ from services.monitor.report_model import (
     PerformanceCheckEntry,
 )
 from services.monitor.rows import InputRow, OrphanLabel, PendingPrediction, WindowRow, input_columns
-from services.monitor.state import check_features, load_state, save_state
+from services.monitor.state import LegacyState, MonitorState, check_features, load_state, save_state, seed_store
+from services.monitor.store import MonitorStore
 from shared.errors import DataValidationError
 from shared.paths import RedisKeys
 from shared.schemas import parse_retrain_message
@@ -84,13 +85,14 @@ def _state_file(t: str, pending: list, recent: list, fmt: int) -> dict:
     }
 
 
-def test_a_state_file_loads_into_named_rows_with_typed_values_and_saves_the_same_arrays(tmp_path):
+def test_a_format_2_state_file_loads_into_named_rows_and_moves_into_a_new_store(tmp_path):
     t = "2026-01-01T00:00:00.000000Z"
     readings = ["L", 300.0, 310.0, 1500.0, 40.0, 10.0]
     data = _state_file(t, [t, "v1", readings, 0.25, 0], [t, "v1", readings], 2) | {"features": RAW_COLUMNS}
     path = tmp_path / "state.json"
     path.write_text(json.dumps(data))
     state = load_state(path)
+    assert isinstance(state, LegacyState)
     row = state.pending["r1"]
     assert isinstance(row, PendingPrediction) and (row.model_version, row.values[4], row.predicted) == ("v1", 40.0, 0)
     assert row.values == ("L", 300.0, 310.0, 1500.0, 40.0, 10.0) and isinstance(row.values[3], float)
@@ -98,11 +100,21 @@ def test_a_state_file_loads_into_named_rows_with_typed_values_and_saves_the_same
     assert state.recent_inputs == [row.inputs()] and isinstance(state.recent_inputs[0], InputRow)
     assert state.windows["v1"] == [WindowRow(time=t, label=1, predicted=0, probability=0.25)]
     assert state.last_trigger.message_id == "m1" and state.counts["v1"].positives == 1
+    with MonitorStore.open(tmp_path / "store.sqlite", features=RAW_COLUMNS, seed=seed_store(state)) as store:
+        snap = store.snapshot()
+        assert store.offsets() == {"predictions/i1.jsonl": 120} and store.labelled_length() == (10, 1)
+        assert store.pending_among(["r1"]) == {"r1": row} and store.orphans_among(["r2"]) == state.orphans
+        assert snap.recent_inputs == state.recent_inputs and snap.windows == state.windows
+        assert snap.counts == state.counts and store.totals() == {"predictions_read": 2}
+    with MonitorStore.open(tmp_path / "store.sqlite", features=RAW_COLUMNS, seed=seed_store(state)) as store:
+        assert store.ids("pending") == {"r1"}  # an existing store is never seeded twice
     save_state(path, state)
-    assert json.loads(path.read_text()) == data  # the same layout on disk
+    small = {k: data[k] for k in ("features", "history", "last_trigger", "cycles", "updated_at")}
+    assert json.loads(path.read_text()) == small | {"format": 3}  # the rest lives in the store now
+    assert load_state(path) == MonitorState.model_validate(small) and seed_store(load_state(path)) is None
 
 
-def test_a_format_1_state_file_with_flat_readings_is_read_and_saved_as_format_2(tmp_path, trained):
+def test_a_format_1_state_file_with_flat_readings_is_read_nested(tmp_path, trained):
     t = "2026-01-01T00:00:00.000000Z"
     readings = ["L", 300.0, 310.0, 1500.0, 40.0, 10.0]
     path = tmp_path / "state.json"
@@ -111,9 +123,7 @@ def test_a_format_1_state_file_with_flat_readings_is_read_and_saved_as_format_2(
     assert state.pending["r1"] == PendingPrediction(t, "v1", tuple(readings), 0.25, 0)
     assert state.recent_inputs == [InputRow(t, "v1", tuple(readings))]
     check_features(path, state, trained.dataset.feature_names)
-    save_state(path, state)
-    saved = json.loads(path.read_text())
-    assert saved == _state_file(t, [t, "v1", readings, 0.25, 0], [t, "v1", readings], 2) | {"features": RAW_COLUMNS}
+    assert state.features == RAW_COLUMNS
 
 
 def test_a_state_of_other_features_is_refused_in_one_line(tmp_path, trained):

@@ -351,6 +351,43 @@ def test_a_damaged_monitor_state_stops_the_cycle_naming_the_key_and_changes_noth
     assert not labelled_file(paths).exists() and not (paths.reports_dir / "latest.json").exists()
 
 
+# --- monitor/store.sqlite ---------------------------------------------------------------------------------------
+def _sqlite(path: Path, *statements: str) -> None:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+STORE_DAMAGE = {
+    "not SQLite": (lambda p: p.write_bytes(b"SQLite format 2\0" + b"x" * 4000), r"file is not a database"),
+    "tables missing": (lambda p: _sqlite(p, "CREATE TABLE other (x)"), r"tables missing: \['counts', 'inputs'"),
+    "other format": (
+        lambda p: (
+            _sqlite(p, *[s for s in __import__("services.monitor.store", fromlist=["SCHEMA"]).SCHEMA.split(";")
+                         if s.strip()], "INSERT INTO meta VALUES ('format', '9')")
+        ),
+        r"format: 9, expected 1",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", STORE_DAMAGE)
+def test_a_damaged_monitor_store_stops_the_cycle_naming_the_file_and_changes_nothing(project, damage):
+    settings, paths = project
+    make, why = STORE_DAMAGE[damage]
+    paths.monitor_store.parent.mkdir(parents=True, exist_ok=True)
+    make(paths.monitor_store)
+    data = paths.monitor_store.read_bytes()
+    run = cli("monitor", "--once", settings=settings)
+    failed_clearly(run, paths.monitor_store, "is unreadable", why)
+    assert paths.monitor_store.read_bytes() == data  # not replaced: counting from scratch is the operator's call
+    assert not labelled_file(paths).exists() and not (paths.reports_dir / "latest.json").exists()
+
+
 # --- logs/deployment_log.csv -----------------------------------------------------------------------------------
 DEPLOY_DAMAGE = {
     "garbage row": (lambda row: b"garbage", r"1 field\(s\), expected 9"),
