@@ -20,7 +20,7 @@ import socket
 import uuid
 from urllib.parse import parse_qs
 
-import httpx
+import requests
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import ValidationError
@@ -49,8 +49,8 @@ def _redis_errors() -> tuple[type[Exception], ...]:
 def inference_ready(url: str) -> tuple[bool, str]:
     """(ready?, what to show) from GET <url>/ready; unreachable said plainly."""
     try:
-        r = httpx.get(f"{url}/ready", timeout=READY_TIMEOUT_S)
-    except httpx.HTTPError as e:
+        r = requests.get(f"{url}/ready", timeout=READY_TIMEOUT_S)
+    except requests.RequestException as e:
         return False, f"UNREACHABLE ({type(e).__name__}: {e})"
     if r.status_code == 200:
         return True, "ready (200)"
