@@ -159,6 +159,8 @@ class SecurityConfig(_Strict):
     lineage_concurrency: PosInt  # lineage lookups running at once (each in a worker thread)
     lineage_waiting: Annotated[int, Field(ge=0)]  # lookups queued behind them; beyond: 429 with Retry-After
     lineage_retry_after_s: PosInt
+    # each lookup holds its slot at least this long: at most lineage_concurrency / this many lookups a second
+    lineage_min_interval_s: Annotated[float, Field(ge=0, le=10)]
 
 
 class Thresholds(_Strict):

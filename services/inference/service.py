@@ -26,6 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from services.inference import schemas
 from services.inference.holder import ConfigWatcher, ModelHolder, ServingModel
+from services.inference.lineage_worker import LineageWorkers
 from services.inference.logs import (
     FeedbackLog,
     PredictionLog,
@@ -112,6 +113,7 @@ class Service:
             max_rows=dep.coalesce.max_rows,
             max_open_iterations=dep.coalesce.max_open_iterations,
         )
+        self.lineage = LineageWorkers(settings, count=settings.security.lineage_concurrency)  # GET /lineage/{id}
         self._logs: list[RecordLog] = []
         self._tasks: list[asyncio.Task] = []
         self.draining = False  # set when the server starts its drain (SIGTERM): /ready answers 503
@@ -185,6 +187,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self.predictor.flush()  # a batch still waiting (none after a drain) is answered and logged
+        await self.lineage.close()
         for f in self._logs:
             f.close()
 

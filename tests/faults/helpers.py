@@ -34,12 +34,23 @@ READING = {
 
 
 # --- ledgers ---------------------------------------------------------------------------------------------
+def record_ledger(title: str, **counts: object) -> None:
+    """Append one experiment's figures to $CLOCKWORK_LEDGER_LOG when set (the closing note's scenario table)."""
+    path = os.environ.get("CLOCKWORK_LEDGER_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(f"{title}: " + ", ".join(f"{k}={v}" for k, v in counts.items()) + "\n")
+
+
 @dataclass
 class Ledger:
     """Named counts of one experiment; `balance` and `zero` assert with all of them in the message."""
 
     title: str
     counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        record_ledger(self.title, **self.counts)
 
     def __str__(self) -> str:
         return f"{self.title} ledger: " + ", ".join(f"{k}={v}" for k, v in self.counts.items())

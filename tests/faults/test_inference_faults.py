@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT, free_port, registered_project, wait_for
+from tests.faults.helpers import record_ledger
 
 READING = {"type": "M", "air_temperature_k": 298.1, "process_temperature_k": 308.6, "rotational_speed_rpm": 1551.0,
            "torque_nm": 42.8, "tool_wear_min": 0.0}
@@ -230,6 +231,9 @@ def test_twelve_lineage_loopers_do_not_starve_predict(serve):
     # two robust views of one noisy machine (other work on it can ruin a round): the better must hold
     ratio = max(statistics.median(contended) / statistics.median(alone),
                 statistics.median(c / a for c, a in zip(contended, alone, strict=True)))
+    record_ledger("12 lineage loopers", predict_alone_rps=round(statistics.median(alone)),
+                  predict_with_loopers_rps=round(statistics.median(contended)), ratio=round(ratio, 2),
+                  lookup_indexed_s=round(indexed_s, 4))
     print(f"first lookup {lookup_s:.3f}s, then {indexed_s:.3f}s; /predict alone {[round(x) for x in alone]} req/s, "
           f"with 12 lineage loopers {[round(x) for x in contended]} req/s: ratio {ratio:.2f}; answers {looped}")
     counts = svc.counts("/predict")

@@ -26,6 +26,7 @@ import yaml
 
 from shared.schemas import FeedbackRecord, PredictionRecord
 from tests.conftest import ROOT, free_port, registered_project
+from tests.faults.helpers import record_ledger
 
 FULL = "prediction log not writable: No space left on device"
 FULL_FEEDBACK = "feedback log not writable: No space left on device"
@@ -245,6 +246,9 @@ def test_a_full_disk_is_answered_503_and_the_ledger_stays_exact(project, small_l
         else:
             assert lines == [], f"request {key} was answered 503 but logged"
     assert len(records) == sum(1 for _, s, _ in answered if s == 200)
+    record_ledger("full disk", predictions_answered_200=sum(1 for _, s, _ in answered if s == 200),
+                  predictions_answered_503=sum(1 for _, s, _ in answered if s == 503), prediction_lines=len(records),
+                  answered_500=sum(1 for _, s, _ in answered if s == 500), ready_503_polls=ready_while_full.count(503))
 
     feedback = clients.feedback + after.feedback
     assert {s for _, s, _ in feedback} <= {200, 503} and any(s == 200 for _, s, _ in feedback)
@@ -341,6 +345,9 @@ def test_sigterm_answers_and_logs_every_request_in_flight_then_exits_0(project):
     assert set(logged) >= set(answered)  # every 200 is logged (and the log holds nothing else but warm-up)
     assert all(logged[rid] == k for rid, k in answered.items() if k is not None)
     assert "drained: every request in flight was answered" in server.stderr()
+    record_ledger("SIGTERM drain", in_flight_answered=len(answers) + len(slow), loop_requests=len(ledger),
+                  answered_200=sum(1 for _, s, _, _ in ledger if s == 200), reset=sum(1 for _, s, _, _ in ledger if s == 0),
+                  answered_logged=len(set(answered) & set(logged)), exit_code=code, exit_after_s=round(exited_after, 2))
 
 
 @pytest.mark.slow

@@ -27,6 +27,7 @@ from shared.queue import RetrainQueue
 from shared.registry import Registry, logged_versions
 from shared.schemas import RetrainMessage, parse_utc
 from tests.conftest import wait_for
+from tests.faults.helpers import record_ledger
 from tests.trainer.helpers import ROOT, with_config, write_labelled
 
 LEASE_S = 1.5
@@ -105,6 +106,8 @@ def assert_ledger(
     assert client.llen(q.keys.processing_queue) == 0 and client.llen(q.keys.retrain_queue) == 0
     registry = Registry(paths=Paths.from_settings(settings))
     new = registry.versions()[baseline:]
+    record_ledger(os.environ.get("PYTEST_CURRENT_TEST", "worker").split(" ")[0], sent=sent, done=len(set(done)),
+                  dead_lettered=dead, failed=len(set(failed)), new_versions=len(new))
     assert len(new) == len(set(done))
     assert {registry.metadata(v)["trigger"]["message_id"] for v in new} == set(done)
 

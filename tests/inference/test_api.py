@@ -393,3 +393,52 @@ def test_the_api_key_comes_from_the_environment_or_a_secrets_file(tmp_path):
     for env, why in (({"CLOCKWORK_API_KEY": ""}, "empty"), ({"CLOCKWORK_API_KEY_FILE": str(tmp_path / "no")}, "cannot")):
         with pytest.raises(ConfigError, match=why):
             api_key_from_env(env)
+
+
+def test_lineage_lookups_are_rate_bounded_and_the_overflow_is_a_fast_429(served):
+    """One slot held >= 0.25 s per lookup, one more waiting: of four at once two are answered (0.25 s apart)
+    and two are refused 429 with Retry-After at once."""
+    import concurrent.futures
+    import time
+
+    import httpx
+
+    from services.inference.app import create_app
+    from tests.conftest import LiveServer
+
+    security = served.security.model_copy(
+        update={"lineage_concurrency": 1, "lineage_waiting": 1, "lineage_min_interval_s": 0.25}
+    )
+    settings = served.model_copy(update={"security": security})
+    with LiveServer(create_app(settings, instance_id="paced-1", api_key=None)) as server:
+        def lookup(_):
+            t = time.monotonic()
+            r = httpx.get(f"{server.url}/lineage/no-such-request", timeout=10)
+            return r.status_code, time.monotonic() - t, r.headers.get("retry-after")
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = sorted(pool.map(lookup, range(4)), key=lambda a: a[1])
+    assert sorted(s for s, _, _ in answers) == [404, 404, 429, 429], answers
+    refused = [a for a in answers if a[0] == 429]
+    answered = [a for a in answers if a[0] == 404]
+    assert all(a[1] < 0.2 and a[2] == str(settings.security.lineage_retry_after_s) for a in refused), answers
+    assert answered[0][1] >= 0.25 and answered[1][1] >= 0.5, answers
+
+
+def test_a_lineage_child_that_dies_is_answered_503_and_replaced(client):
+    """Lookups run in a child process; killed, its lookup is a 503 naming the exit code and the next one starts
+    a new child: the serving process never runs a lookup itself."""
+    import os
+    import signal
+
+    rid = client.post("/predict", json=SNAKE).json()["request_id"]
+    assert client.get(f"/lineage/{rid}").status_code == 200
+    (child,) = client.app.state.service.lineage.children
+    assert child.pid != os.getpid()
+    os.kill(child.pid, signal.SIGKILL)
+    r = client.get(f"/lineage/{rid}")
+    assert r.status_code == 503 and "exit code -9" in r.json()["detail"], r.text
+    again = client.get(f"/lineage/{rid}")
+    assert again.status_code == 200 and again.json()["request_id"] == rid
+    (replacement,) = client.app.state.service.lineage.children
+    assert replacement.pid != child.pid

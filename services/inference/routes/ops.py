@@ -2,14 +2,17 @@
 
 /metrics is the only route not counted in the request metrics (a scrape is not traffic).
 A lineage lookup catches the lineage index up with what was appended to the logs, then reads the request's lines
-(shared/lineage_index.py): off the event loop, in a worker thread, at most `security.lineage_concurrency` at once
-with `security.lineage_waiting` more queued behind them; any more is a fast 429 with Retry-After, so that
-clients looping on the audit route cannot starve /predict. It reads the audit trail: keyed when a key is set.
+(shared/lineage_index.py): not in the serving process but in a child (services/inference/lineage_worker.py), at
+most `security.lineage_concurrency` at once with `security.lineage_waiting` more queued behind them, each holding
+its slot at least `security.lineage_min_interval_s` (a rate bound: concurrency / interval lookups a second); any
+more is a fast 429 with Retry-After, so that clients looping on the audit route cannot starve /predict. It reads
+the audit trail: keyed when a key is set.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated
 
 import orjson
@@ -21,8 +24,6 @@ from services.inference import schemas
 from services.inference.routing import DirectRoute, JSONBytes
 from services.inference.schemas import BadRequest
 from services.inference.service import Service
-from shared.errors import ClockworkError, NotFoundError
-from shared.lineage import lineage_json
 from shared.schemas import MESSAGE_ID_RE as REQUEST_ID_RE
 
 RequestId = Annotated[
@@ -33,11 +34,18 @@ RequestId = Annotated[
 class Bounded:
     """At most `running` callers inside at once, `waiting` more queued; beyond that `busy()` refuses."""
 
-    def __init__(self, *, running: int, waiting: int, retry_after_s: int) -> None:
+    def __init__(self, *, running: int, waiting: int, retry_after_s: int, min_interval_s: float) -> None:
         self.slots = asyncio.Semaphore(running)
         self.limit = running + waiting
         self.inside = 0
         self.retry_after = str(retry_after_s)
+        self.min_interval_s = min_interval_s
+
+    async def pace(self, started: float) -> None:
+        """Hold the slot until `min_interval_s` after `started`: lookups are rate-bounded, loopers wait, not spin."""
+        left = started + self.min_interval_s - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
 
     def busy(self) -> BadRequest:
         return BadRequest(
@@ -53,7 +61,10 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
     input_columns = svc.reading.names
     sec = svc.settings.security
     lookups = Bounded(
-        running=sec.lineage_concurrency, waiting=sec.lineage_waiting, retry_after_s=sec.lineage_retry_after_s
+        running=sec.lineage_concurrency,
+        waiting=sec.lineage_waiting,
+        retry_after_s=sec.lineage_retry_after_s,
+        min_interval_s=sec.lineage_min_interval_s,
     )
 
     async def health(request: Request) -> Response:
@@ -97,14 +108,16 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
         lookups.inside += 1
         try:
             async with lookups.slots:
-                text = await asyncio.to_thread(lineage_json, svc.paths, request_id)
-        except NotFoundError as e:
-            raise BadRequest(404, str(e)) from e
-        except ClockworkError as e:
-            raise BadRequest(503, f"lineage unavailable: {e}") from e
+                started = time.monotonic()
+                try:
+                    found = await svc.lineage.lookup(request_id)
+                finally:
+                    await lookups.pace(started)
         finally:
             lookups.inside -= 1
-        return Response(text, media_type="application/json")
+        if found.status != 200:
+            raise BadRequest(found.status, found.text)
+        return Response(found.text, media_type="application/json")
 
     async def prometheus(request: Request) -> Response:
         data, content_type = svc.metrics.exposition()
@@ -146,7 +159,7 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
                 404: {"model": schemas.ErrorBody, "description": "No prediction with this request_id"},
                 422: {"model": schemas.ErrorBody, "description": "Not a request_id"},
                 **schemas.BUSY,
-                503: {"model": schemas.ErrorBody, "description": "A file on the audit trail is damaged"},
+                503: {"model": schemas.ErrorBody, "description": "A damaged audit-trail file, or the lookup failed"},
             },
         ),
         DirectRoute(
