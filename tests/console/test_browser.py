@@ -7,6 +7,7 @@ Screenshots of every page go to the test's tmp dir (and to /tmp/console-shots/ f
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -94,8 +95,8 @@ def test_every_page_renders_in_a_browser_and_promote_swaps_the_service(system, t
 
     base = system["console"]
     browser = _browser(tmp_path)
-    shots = tmp_path / "shots"
-    shots.mkdir()
+    shots = Path(os.environ.get("CLOCKWORK_SCREENSHOTS") or tmp_path / "shots")  # kept where asked, to look at
+    shots.mkdir(parents=True, exist_ok=True)
     try:
         browser.set_page_load_timeout(20)
         for name, url in {**PAGES, "lineage": f"/lineage?request_id={system['request_id']}"}.items():

@@ -355,13 +355,16 @@ def test_a_drain_past_its_grace_is_cut_short_and_exits_1(project):
     server = Inference(project, instance_id="drain-2", grace_s=1.0)
     try:
         conn, _rest, _ = half_sent(server, 0)  # its body never completes
+        time.sleep(0.3)  # let the server read the half-sent request (on a loaded machine it can lag)
         started = time.monotonic()
         code = server.terminate(server.grace_s + 5)
         took = time.monotonic() - started
     finally:
         server.kill()
     assert code == 1 and server.grace_s <= took < server.grace_s + 1.5
-    assert "drain incomplete after 1.0s (deployment.drain_grace_s): cancelling 1 request(s)" in server.stderr()
+    # the half-sent request is cancelled, or (read by the server only after the drain began) its connection closed
+    assert re.search(r"drain incomplete after 1\.0s \(deployment\.drain_grace_s\): cancelling [01] request\(s\), "
+                     r"closing 1 connection\(s\)", server.stderr()), server.stderr()[-3000:]
 
 
 def test_compose_gives_inference_more_time_to_stop_than_its_drain():
