@@ -92,7 +92,7 @@ def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> Pending
     return PendingPrediction(rec.time, rec.model_version, values, probability, int(rec.label))
 
 
-_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
+_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields) - {"shadow"}  # a line with a live shadow: the full check
 _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
 _NUMBER = (float, int)
 
