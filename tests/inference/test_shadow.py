@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from services.inference.app import create_app
 from services.monitor.rows import PredictionParser
@@ -86,6 +87,11 @@ def test_readers_take_lines_with_and_without_a_shadow(served, paths):
     (rid_a, row_a), (rid_b, row_b) = parse(line), parse(plain)
     assert rid_a == rid_b and row_a == row_b
     assert b'"shadow"' not in plain and json.loads(line)["shadow"]["model_version"] == "v2"
+    bad = line.replace(b'"shadow":{"label":', b'"shadow":{"label":"1","x":')  # refused like any bad field
+    with pytest.raises(ValidationError, match="shadow"):
+        parse(bad)
+    with pytest.raises(ValidationError, match="shadow"):
+        PredictionRecord.model_validate_json(bad)
 
 
 def test_a_broken_shadow_does_not_stop_serving_and_is_reported(served, paths):
