@@ -65,7 +65,7 @@ class Predictor:
         shadow: Callable[[], ServingModel | None] = _no_shadow,
     ) -> None:
         self.shadow = shadow  # the live shadow now (holder.ModelHolder.shadow), read once per batch
-        self._shadow_logged = (-math.inf, "")  # (time.monotonic(), message) of the last shadow failure logged
+        self._shadow_logged: dict[tuple[str, str], float] = {}  # (version, error type) -> when last logged
         self.coalesce = coalesce  # False: every request runs its own one-row call at once (for comparison)
         self.max_rows = max_rows  # a batch this large runs at once
         self.max_open_iterations = max_open_iterations  # loop iterations a batch stays open while it grows
@@ -159,13 +159,19 @@ class Predictor:
         return shadow.version, threshold, [(p, 1 if p >= threshold else 0) for p in probabilities]
 
     def _shadow_failed(self, shadow: ServingModel, error: Exception) -> None:
+        """Count every failure; log the first of a kind (version, exception type), then once per interval."""
         self.metrics.shadow_errors.inc()
-        message = f"shadow {shadow.version}: {type(error).__name__}: {error}"
+        kind = (shadow.version, type(error).__name__)
         now = time.monotonic()
-        last_time, last_message = self._shadow_logged
-        if message != last_message or now - last_time >= SHADOW_LOG_INTERVAL_S:
-            self._shadow_logged = (now, message)
-            log.error("%s; its answers are left out of these records (served answers unaffected)", message)
+        if now - self._shadow_logged.get(kind, -math.inf) >= SHADOW_LOG_INTERVAL_S:
+            self._shadow_logged[kind] = now
+            log.error(
+                "shadow %s: %s: %s; its answers are left out of these records (served answers unaffected; every "
+                "failure counts in clockwork_shadow_errors_total)",
+                shadow.version,
+                type(error).__name__,
+                error,
+            )
 
     def _run(self, model: ServingModel, items: list) -> None:
         try:

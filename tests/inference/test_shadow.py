@@ -113,7 +113,7 @@ def test_a_broken_shadow_does_not_stop_serving_and_is_reported(served, paths):
     assert [r["event"] for r in deploylog.read_rows(paths)] == ["start"]  # the shadow is no deployment
 
 
-def test_a_failing_shadow_never_fails_a_request(served, paths):
+def test_a_failing_shadow_never_fails_a_request(served, paths, caplog):
     with TestClient(create_app(with_shadow(served, "v2"), instance_id="t", api_key=None)) as c:
         shadow = c.app.state.service.holder.shadow
 
@@ -122,14 +122,19 @@ def test_a_failing_shadow_never_fails_a_request(served, paths):
 
         shadow.predict_row = boom
         shadow.predict_many = lambda x: np.full(len(x), np.nan, dtype=np.float32)  # not a probability
-        single = c.post("/predict", json=SNAKE)
-        batch = c.post("/predict/batch", json={"readings": [SNAKE, FAILING]})
-        assert single.status_code == 200 and batch.status_code == 200
+        with caplog.at_level("ERROR", logger="services.inference.predictor"):
+            single = c.post("/predict", json=SNAKE)
+            batch = c.post("/predict/batch", json={"readings": [SNAKE, FAILING]})
+            again = c.post("/predict", json=FAILING)
+        assert single.status_code == 200 and batch.status_code == 200 and again.status_code == 200
         assert "shadow" not in single.json() and single.json()["model_version"] == "v1"
         lines = raw_lines(c.app.state.service)
-        assert len(lines) == 3 and all(b"shadow" not in line for line in lines)
+        assert len(lines) == 4 and all(b"shadow" not in line for line in lines)
         assert all(PredictionRecord.model_validate_json(line).shadow is None for line in lines)
-        assert "clockwork_shadow_errors_total 2.0" in c.get("/metrics").text
+        assert "clockwork_shadow_errors_total 3.0" in c.get("/metrics").text
+        logged = [r.getMessage() for r in caplog.records if r.name == "services.inference.predictor"]
+        assert len(logged) == 2  # each kind once: the repeat within the interval is counted, not logged again
+        assert "RuntimeError: onnxruntime fell over" in logged[0] and "not 2 finite probabilities" in logged[1]
 
 
 def test_shadow_is_added_changed_and_removed_by_config_edits(served, paths):
