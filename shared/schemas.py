@@ -143,6 +143,15 @@ def parse_retrain_message(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_MESS
         raise MessageError(f"retrain message: {explain(e)}") from e
 
 
+class ShadowScore(_Record):
+    """What the live shadow (deployment.shadow_version) answered for the same reading; never sent to the client."""
+
+    model_version: str
+    probability: float
+    label: int  # at `threshold`, the one the shadow would serve with
+    threshold: float
+
+
 class PredictionRecord(_Record):
     """One line of a prediction log (written by inference before the response returns)."""
 
@@ -153,6 +162,11 @@ class PredictionRecord(_Record):
     probability: float
     label: int
     threshold: float
+    shadow: ShadowScore | None = None  # only when a live shadow scored the reading (absent from the line otherwise)
+
+    def to_line(self) -> str:
+        data = self.model_dump(mode="json", exclude={"shadow"} if self.shadow is None else None)
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 class FeedbackRecord(_Record):

@@ -133,6 +133,9 @@ class CoalesceConfig(_Strict):
 
 class DeploymentConfig(_Strict):
     model_version: Annotated[str, Field(pattern=MODEL_VERSION_RE.pattern)]
+    # A live shadow: every prediction batch is scored by this version too and logged beside the served answer
+    # (the record's `shadow`), never in a response; None (null): no shadow. Applied live, like the pin.
+    shadow_version: Annotated[str, Field(pattern=MODEL_VERSION_RE.pattern)] | None
     host: Annotated[str, Field(min_length=1)]
     port: Annotated[int, Field(gt=0, lt=65536)]
     # None (null): each model's own threshold, metadata.json decision.threshold; a number overrides it for all.

@@ -11,6 +11,12 @@ is loaded; a missing, corrupt or invalid version leaves the old one serving, wri
 row, counts in the metrics and shows in /ready. An invalid config.yaml is logged and reported, and the
 service keeps serving. A failed pin is retried when the version's files change (e.g. it was pinned
 before the trainer finished writing it), not in a loop.
+
+The live shadow (`deployment.shadow_version`): `ModelHolder.shadow`, loaded and checked exactly like a pin
+(sha256, no external data, the probe) and followed the same way: the watcher adds, changes or removes it when the
+key changes, without a restart. It is the version config names or nothing: a shadow that fails to load leaves no
+shadow (logged, counted in `clockwork_shadow_load_failures`, shown in /ready's detail and /model; retried when its
+files change) and never touches the served model. The predictor reads `shadow` once per batch (predictor.py).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from shared.registry import Registry, model_threshold
 from shared.schemas import utc_now
 
 log = logging.getLogger(__name__)
+
+LIVE_KEYS = {"model_version", "shadow_version"}  # deployment keys a config.yaml edit applies without a restart
 
 
 @dataclass(eq=False)
@@ -130,6 +138,11 @@ class ModelHolder:
         self.failed_pin: tuple[str, tuple] | None = None  # (version, files signature) of a pin that failed
         self.config_error: str | None = None
         self._lock = asyncio.Lock()
+        self.shadow: ServingModel | None = None  # the live shadow, read once per batch by the predictor
+        self.shadow_pinned: str | None = None  # deployment.shadow_version as last applied
+        self.shadow_failure: dict | None = None  # {time, version, error} when shadow_pinned failed to load
+        self._shadow_failed_files: tuple | None = None  # its files' signature then (a change is worth a retry)
+        self._shadow_lock = asyncio.Lock()
 
     # --- what /ready says ------------------------------------------------------------------
     def detail(self) -> str:
@@ -140,7 +153,73 @@ class ModelHolder:
             parts.append(f"pinned {failed[0]} failed to load: {last['error']}")
         if self.config_error:
             parts.append(f"config.yaml not applied: {self.config_error}")
+        if self.shadow is not None:
+            parts.append(f"shadow {self.shadow.version}")
+        elif self.shadow_failure is not None:
+            parts.append(f"shadow {self.shadow_failure['version']} failed to load: {self.shadow_failure['error']}")
         return "; ".join(parts)
+
+    def shadow_info(self) -> dict | None:
+        """What /model says of the live shadow: None when config names none."""
+        if self.shadow_pinned is None:
+            return None
+        sh, failure = self.shadow, self.shadow_failure
+        return {
+            "pinned_version": self.shadow_pinned,
+            "model_version": sh.version if sh else None,
+            "onnx_sha256": sh.onnx_sha256 if sh else None,
+            "loaded_at": sh.loaded_at if sh else None,
+            "threshold": sh.threshold if sh else None,
+            "error": failure["error"] if failure and sh is None else None,
+        }
+
+    # --- the live shadow -------------------------------------------------------------------
+    async def set_shadow(self, version: str | None, *, reason: str) -> bool:
+        """Make `version` the live shadow (None: no shadow). False when it fails to load: then there is no shadow,
+        the failure is logged, counted and reported; serving is never affected."""
+        async with self._shadow_lock:
+            old = self.shadow
+            self.shadow_pinned = version
+            if old is not None and old.version == version:
+                self.shadow_failure = self._shadow_failed_files = None
+                return True
+            new: ServingModel | None = None
+            if version is not None:
+                try:
+                    new = await asyncio.to_thread(load_serving_model, self.paths, version, probe=self.probe)
+                except (ClockworkError, OSError, ValueError, KeyError) as e:
+                    message = f"{type(e).__name__}: {e}"
+                    self.shadow_failure = {"time": utc_now(), "version": version, "error": message}
+                    self._shadow_failed_files = _files_signature(self.paths, version)
+                    self.metrics.shadow_load_failures.inc()
+                    log.error(
+                        "%s: cannot load shadow %s (%s); no shadow, serving goes on", self.instance_id, version, message
+                    )
+            self.shadow = new  # one reference: a batch is scored by one shadow or none
+            if new is not None:
+                self.shadow_failure = self._shadow_failed_files = None
+            elif version is None:
+                self.shadow_failure = self._shadow_failed_files = None
+            self.metrics.set_shadow(
+                (new.version, new.onnx_sha256) if new else None, (old.version, old.onnx_sha256) if old else None
+            )
+            if new is not None or old is not None:
+                log.info(
+                    "%s: live shadow %s (%s)%s",
+                    self.instance_id,
+                    f"{new.version} (sha256 {new.onnx_sha256[:12]}, threshold {new.threshold})" if new else "none",
+                    reason,
+                    f", was {old.version}" if old else "",
+                )
+            return new is not None or version is None
+
+    def shadow_retry_due(self) -> str | None:
+        """The shadow version that failed to load, if its files changed since (worth loading again), else None."""
+        failure = self.shadow_failure
+        if failure is None or self.shadow is not None:
+            return None
+        version = failure["version"]
+        return version if _files_signature(self.paths, version) != self._shadow_failed_files else None
 
     # --- loading ---------------------------------------------------------------------------
     async def load(self, version: str, *, reason: str) -> bool:
@@ -239,7 +318,7 @@ class ConfigWatcher:
         self.path = Path(settings.config_path)
         self.interval = settings.deployment.reload_interval_s
         self.holder = holder
-        self.deployment = settings.deployment.model_dump(exclude={"model_version"})
+        self.deployment = settings.deployment.model_dump(exclude=LIVE_KEYS)
         self._last: bytes | None = None
 
     def prime(self) -> None:
@@ -275,6 +354,9 @@ class ConfigWatcher:
             retry = self.holder.retry_due()
             if retry is not None:
                 await self.holder.load(retry, reason="retry: the version's files changed")
+            retry = self.holder.shadow_retry_due()
+            if retry is not None:
+                await self.holder.set_shadow(retry, reason="retry: the shadow version's files changed")
             return
         self._last = data
         try:
@@ -298,12 +380,13 @@ class ConfigWatcher:
         self.holder.config_error = None
         changed = {
             k
-            for k, v in settings.deployment.model_dump(exclude={"model_version"}).items()
+            for k, v in settings.deployment.model_dump(exclude=LIVE_KEYS).items()
             if self.deployment.get(k) != v
         }
         if changed:
             log.warning(
-                "%s: config.yaml changed deployment.%s; only model_version is applied live, restart for the rest",
+                "%s: config.yaml changed deployment.%s; only model_version and shadow_version are applied live, "
+                "restart for the rest",
                 self.holder.instance_id,
                 ", deployment.".join(sorted(changed)),
             )
@@ -312,8 +395,11 @@ class ConfigWatcher:
         if current is not None and current.version == pin:
             self.holder.pinned = pin
             self.holder.failed_pin = None
-            return
-        await self.holder.load(pin, reason=f"pin changed in {self.path}")
+        else:
+            await self.holder.load(pin, reason=f"pin changed in {self.path}")
+        shadow = settings.deployment.shadow_version
+        if shadow != self.holder.shadow_pinned:
+            await self.holder.set_shadow(shadow, reason=f"shadow_version changed in {self.path}")
 
     def _serving(self) -> str:
         return self.holder.current.version if self.holder.current else "(none)"

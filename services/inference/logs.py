@@ -201,32 +201,45 @@ class RecordLog:
             self.fd = -1
 
 
+# The live shadow's answers for one batch: (its version, its threshold, [(probability, label)] per row).
+Shadowed = tuple[str, float, list[tuple[float, int]]]
+
+
 class PredictionLog(RecordLog):
     """This instance's prediction log (`Paths.prediction_log(instance_id)`), lines of `PredictionRecord`."""
 
     what = "prediction log"
 
     def append(
-        self, time: str, model_version: str, threshold: float, inputs: list[dict], results: list[tuple[str, float, int]]
+        self,
+        time: str,
+        model_version: str,
+        threshold: float,
+        inputs: list[dict],
+        results: list[tuple[str, float, int]],
+        shadow: Shadowed | None = None,
     ) -> None:
         """One record per row, all in one write: `inputs[i]` (snake_case readings) and `results[i]` =
-        (request_id, probability, label), predicted by `model_version` at `time`."""
+        (request_id, probability, label), predicted by `model_version` at `time`; `shadow` (the live shadow's
+        version, threshold and (probability, label) per row), when given, goes into each line as `shadow`."""
         dumps = orjson.dumps
-        lines = [
-            dumps(
-                {
-                    "time": time,
-                    "request_id": request_id,
-                    "model_version": model_version,
-                    "inputs": values,
-                    "probability": probability,
-                    "label": label,
-                    "threshold": threshold,
-                },
-                option=LINE_OPTS,
-            )
+        records = [
+            {
+                "time": time,
+                "request_id": request_id,
+                "model_version": model_version,
+                "inputs": values,
+                "probability": probability,
+                "label": label,
+                "threshold": threshold,
+            }
             for values, (request_id, probability, label) in zip(inputs, results, strict=True)
         ]
+        if shadow is not None:
+            version, at, scores = shadow
+            for record, (p, lb) in zip(records, scores, strict=True):
+                record["shadow"] = {"model_version": version, "probability": p, "label": lb, "threshold": at}
+        lines = [dumps(record, option=LINE_OPTS) for record in records]
         if len(lines) == 1:
             self.write(lines[0])
         else:

@@ -5,7 +5,8 @@ class) are plain integers kept by the event loop thread and turned into Promethe
 /metrics is scraped: a request pays a few additions instead of prometheus_client's locked
 `inc()`/`observe()` (a few microseconds, which is a visible share of a ~100 us request). So are
 the ONNX call and row counts of the coalesced /predict path. The rare events (swaps, failed swaps,
-config errors) use prometheus_client's own counters.
+config errors, shadow failures) use prometheus_client's own counters; the live shadow's rows are a plain
+integer like the ONNX counts.
 `clockwork_inference_instance{instance_id="..."} 1` names the instance (process) whose numbers these are: with
 deployment.workers > 1 each scrape is answered by one of them (its own counters, not the sum).
 """
@@ -92,6 +93,11 @@ class _RequestCollector:
             value=m.onnx_runs,
         )
         yield CounterMetricFamily("clockwork_inference_onnx_rows", "Rows predicted by those calls", value=m.onnx_rows)
+        yield CounterMetricFamily(
+            "clockwork_shadow_rows",
+            "Rows the live shadow (deployment.shadow_version) scored and logged beside the served answer",
+            value=m.shadow_rows,
+        )
 
 
 class Metrics:
@@ -118,6 +124,19 @@ class Metrics:
         )
         self.onnx_runs = 0  # ONNX calls for single-row /predict requests (exposed by the collector)
         self.onnx_rows = 0  # rows those calls predicted
+        self.shadow_rows = 0  # rows the live shadow scored (exposed by the collector)
+        self.shadow_errors = Counter(
+            "clockwork_shadow_errors",
+            "Batches the live shadow failed to score (left out of their log lines; the requests were answered)",
+            registry=r,
+        )
+        self.shadow_load_failures = Counter(
+            "clockwork_shadow_load_failures", "Shadow versions that failed to load (serving went on)", registry=r
+        )
+        self.shadow = Gauge(
+            "clockwork_shadow_model", "1 for the live shadow version loaded", ["model_version", "onnx_sha256"],
+            registry=r,
+        )
         self.serving = Gauge(
             "clockwork_inference_serving_model",
             "1 for the model version being served",
@@ -147,6 +166,16 @@ class Metrics:
                 pass
         self.serving.labels(version, sha256).set(1)
         self.ready.set(1)
+
+    def set_shadow(self, current: tuple[str, str] | None, previous: tuple[str, str] | None) -> None:
+        """The shadow gauge: `current` (version, sha256) loaded, `previous` unloaded (either may be None)."""
+        if previous is not None:
+            try:
+                self.shadow.remove(*previous)
+            except KeyError:
+                pass
+        if current is not None:
+            self.shadow.labels(*current).set(1)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -157,6 +157,17 @@ class Ready(BaseModel):
     config_error: str | None
 
 
+class ShadowInfo(BaseModel):
+    """The live shadow (deployment.shadow_version): scored beside every prediction, logged, never answered."""
+
+    pinned_version: str = Field(description="deployment.shadow_version")
+    model_version: str | None = Field(description="the shadow loaded; null when it failed to load (see error)")
+    onnx_sha256: str | None
+    loaded_at: str | None
+    threshold: float | None = Field(description="the threshold its logged labels use: the one it would serve with")
+    error: str | None = Field(description="why the pinned shadow failed to load (serving is unaffected)")
+
+
 class ModelInfo(BaseModel):
     model_version: str
     onnx_sha256: str
@@ -165,6 +176,7 @@ class ModelInfo(BaseModel):
     instance_id: str = Field(description="the instance (process or replica) that answered")
     input_columns: list[str] = Field(description="the model input's columns, in order (the dataset's features)")
     metadata: dict[str, Any]
+    shadow: ShadowInfo | None = Field(None, description="the live shadow; null when config names none")
 
 
 def _field_name(loc: tuple) -> str:

@@ -4,10 +4,11 @@ start and stop.
 
 Start (the app's lifespan): open this instance's prediction and feedback logs (file names from
 `Paths.prediction_log/feedback_log(instance_id)`, each held with a flock, see logs.py), load the pinned
-version (a failure leaves the service up and not ready, see holder.py), start the config watcher and the
-log prober. Stop (after the server's drain, see __main__.py): cancel both, run a coalesced batch still
-waiting, close the logs (which releases their locks). A crash leaves whole lines in the logs (an unfinished
-last line is ended by the next start) and nothing else to clean up.
+version (a failure leaves the service up and not ready, see holder.py) and the live shadow if config names one
+(a failure leaves no shadow, the service ready), start the config watcher and the log prober. Stop (after the
+server's drain, see __main__.py): cancel both, run a coalesced batch still waiting, close the logs (which
+releases their locks). A crash leaves whole lines in the logs (an unfinished last line is ended by the next
+start) and nothing else to clean up.
 
 Ready (`readiness`, what /ready answers) means: a checked model is loaded, both logs take appends, and the
 service is not draining. A log that failed an append (disk full) makes it not ready; the prober writes a
@@ -112,6 +113,7 @@ class Service:
             coalesce=dep.coalesce.enabled,
             max_rows=dep.coalesce.max_rows,
             max_open_iterations=dep.coalesce.max_open_iterations,
+            shadow=lambda: self.holder.shadow,
         )
         self.lineage = LineageWorkers(settings, count=settings.security.lineage_concurrency)  # GET /lineage/{id}
         self._logs: list[RecordLog] = []
@@ -165,6 +167,8 @@ class Service:
             self.feedback_log_path,
         )
         await self.holder.load(self.settings.deployment.model_version, reason="start")
+        if self.settings.deployment.shadow_version is not None:  # after the pin: a shadow never delays serving more
+            await self.holder.set_shadow(self.settings.deployment.shadow_version, reason="start")
         self._tasks = [
             asyncio.create_task(self.watcher.run(), name=f"config-watcher-{self.instance_id}"),
             asyncio.create_task(self.probe_logs(), name=f"log-prober-{self.instance_id}"),

@@ -18,7 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from shared.dataset import CategoricalColumn, DatasetConfig
-from shared.schemas import FeedbackRecord, PredictionRecord, parse_utc
+from shared.schemas import FeedbackRecord, PredictionRecord, ShadowScore, parse_utc
 
 Value = str | float
 
@@ -92,9 +92,24 @@ def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> Pending
     return PendingPrediction(rec.time, rec.model_version, values, probability, int(rec.label))
 
 
-_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
+_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields) - {"shadow"}
+_SHADOWED_KEYS = _PREDICTION_KEYS | {"shadow"}  # a line the live shadow scored too (deployment.shadow_version)
+_SHADOW_KEYS = frozenset(ShadowScore.model_fields)
 _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
 _NUMBER = (float, int)
+
+
+def _plain_shadow(d: dict) -> bool:
+    """The line's `shadow` is plainly a ShadowScore (else the line takes the full check)."""
+    sh = d["shadow"]
+    return (
+        type(sh) is dict
+        and sh.keys() == _SHADOW_KEYS
+        and type(sh["model_version"]) is str
+        and type(sh["probability"]) in _NUMBER
+        and type(sh["label"]) is int
+        and type(sh["threshold"]) in _NUMBER
+    )
 
 
 class PredictionParser:
@@ -112,7 +127,7 @@ class PredictionParser:
     def __call__(self, line: bytes) -> tuple[str, PendingPrediction]:
         try:
             d = orjson.loads(line)
-            if type(d) is dict and d.keys() == _PREDICTION_KEYS:
+            if type(d) is dict and (d.keys() == _PREDICTION_KEYS or (d.keys() == _SHADOWED_KEYS and _plain_shadow(d))):
                 t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
                 prob, label = d["probability"], d["label"]
                 if (

@@ -5,9 +5,11 @@ worker [--max-jobs N] consume retrain messages from Redis (SIGTERM finishes the 
 status ID             print a retrain job's status (JSON) on stdout, with its lease ("none" when its worker is
                       gone) and a note when a running job has lost its lease or was requeued
 push --reason TEXT    validate and push a retrain message; prints its id on stdout
-shadow VERSION [--last N]
+shadow VERSION [--last N] [--live]
                       replay the newest N logged predictions (default 5000) through registered VERSION offline;
-                      prints the comparison with the served labels as JSON (status "no_traffic" when none is logged)
+                      prints the comparison with the served labels as JSON (status "no_traffic" when none is logged);
+                      --live: no replay, what VERSION answered as the live shadow (deployment.shadow_version) in
+                      those records, against the served labels and the feedback logs' labels (status "no_shadow")
 bootstrap [--check]   train a first model when the registry is empty and lacks the pinned version;
                       --check only tells (exit 0) whether the pinned version is registered and intact
 
@@ -99,8 +101,13 @@ def push(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def shadow(args: argparse.Namespace, settings: Settings) -> int:
+    from services.trainer.live_shadow import live_shadow
     from services.trainer.shadow import shadow_version
 
+    if args.live:
+        live = live_shadow(settings, args.version, last=args.last)
+        answer(json.dumps(live.model_dump(mode="json"), indent=2, sort_keys=True))
+        return 0
     report = shadow_version(settings, args.version, last=args.last)
     answer(json.dumps(report.model_dump(mode="json"), indent=2, sort_keys=True))
     return 0
@@ -122,6 +129,9 @@ def build_cli() -> Cli:
     sh = cli.command("shadow", shadow, summary="replay recent logged predictions through a version offline (JSON)")
     sh.add_argument("version", help="the registered model version, e.g. v2")
     sh.add_argument("--last", type=int, default=5000, help="the newest N logged predictions (default 5000)")
+    sh.add_argument(
+        "--live", action="store_true", help="summarize what VERSION answered as the live shadow (logged), no replay"
+    )
     b = cli.command("bootstrap", bootstrap, summary="train a first model if the registry lacks the pinned version")
     b.add_argument("--check", action="store_true", help="only check that the pinned version is registered and intact")
     return cli

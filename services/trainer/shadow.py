@@ -200,10 +200,19 @@ def compare_labelled(
     settings: Settings, *, paths: Paths, ids: list[str], candidate: np.ndarray, served: np.ndarray
 ) -> Labelled:
     """Both sides' decisions (bool arrays over `ids`) against the true labels the monitor joined."""
-    costs = Costs.from_config(settings.decision)
     truth = load_labelled(paths)
     label = settings.dataset.label.name
     by_id = dict(zip(truth["request_id"], truth[label].astype(int), strict=True))
+    source = f"{paths.labelled_file.name} (the monitor's labelled rows, joined by request_id)"
+    return compare_with_truth(
+        by_id, costs=Costs.from_config(settings.decision), source=source, ids=ids, candidate=candidate, served=served
+    )
+
+
+def compare_with_truth(
+    by_id: dict[str, int], *, costs: Costs, source: str, ids: list[str], candidate: np.ndarray, served: np.ndarray
+) -> Labelled:
+    """Both sides' decisions (bool arrays over `ids`) against the true labels `by_id` (request_id -> 0/1)."""
     index = np.array([i for i, rid in enumerate(ids) if rid in by_id], dtype=np.int64)
     y = np.array([by_id[ids[i]] for i in index], dtype=np.int64)
     c, s = candidate[index], served[index]
@@ -211,7 +220,7 @@ def compare_labelled(
     return Labelled(
         rows=len(index),
         positives=int(y.sum()),
-        source=f"{paths.labelled_file.name} (the monitor's labelled rows, joined by request_id)",
+        source=source,
         disagreements=int(differ.sum()),
         candidate_catches_failure=int((differ & c & (y == 1)).sum()),
         candidate_false_alarm=int((differ & c & (y == 0)).sum()),

@@ -22,11 +22,25 @@ def test_prediction_lines_are_prediction_records(tmp_path):
     log.close()
     raw = (tmp_path / "p.jsonl").read_text().splitlines()
     records = [PredictionRecord.model_validate_json(line) for line in raw]
-    assert [set(json.loads(line)) for line in raw] == [set(PredictionRecord.model_fields)] * 3
+    assert [set(json.loads(line)) for line in raw] == [set(PredictionRecord.model_fields) - {"shadow"}] * 3
     assert [(r.request_id, r.probability, r.label) for r in records] == [("a-1", 0.25, 0), ("a-2", 0.75, 1),
                                                                          ("a-3", 0.5, 1)]
     assert records[1].inputs == second and records[0].model_version == "v3" and records[0].threshold == 0.4
     assert all(line == r.to_line() for line, r in zip(raw, records, strict=True))  # same bytes as the schema's
+
+
+def test_shadowed_prediction_lines_are_prediction_records(tmp_path):
+    log = PredictionLog(tmp_path / "p.jsonl")
+    log.append("2026-01-02T03:04:05.000001Z", "v3", 0.4, [INPUTS, INPUTS], [("a-1", 0.25, 0), ("a-2", 0.75, 1)],
+               ("v4", 0.3, [(0.5, 1), (0.125, 0)]))
+    log.close()
+    raw = (tmp_path / "p.jsonl").read_text().splitlines()
+    records = [PredictionRecord.model_validate_json(line) for line in raw]
+    assert all(line == r.to_line() for line, r in zip(raw, records, strict=True))  # same bytes as the schema's
+    assert [(r.shadow.model_version, r.shadow.probability, r.shadow.label, r.shadow.threshold) for r in records] == [
+        ("v4", 0.5, 1, 0.3), ("v4", 0.125, 0, 0.3)]
+    assert [(r.model_version, r.probability, r.label, r.threshold) for r in records] == [
+        ("v3", 0.25, 0, 0.4), ("v3", 0.75, 1, 0.4)]
 
 
 def test_feedback_lines_are_feedback_records(tmp_path):

@@ -93,6 +93,7 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
             "instance_id": svc.instance_id,
             "input_columns": input_columns,
             "metadata": current.metadata,
+            "shadow": holder.shadow_info(),
         }
         return JSONBytes(orjson.dumps(body))
 

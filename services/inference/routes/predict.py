@@ -4,8 +4,9 @@
 (routing.DirectRoute): parse the body (capped read, pydantic's JSON parser, the Reading model built from the
 dataset section), read the serving model once, encode the reading (reading.py: the features in order, a
 categorical as its level's index; the log keeps the values, keyed by feature name), predict (single rows
-waiting together run as one ONNX call, see predictor.py), log the record (before the answer), answer with
-orjson. The answer carries the model's RouteMetrics, where the route records it and its handler time.
+waiting together run as one ONNX call, see predictor.py), log the record (before the answer; with the live
+shadow's answer when deployment.shadow_version is set, never in the response), answer with orjson. The answer
+carries the model's RouteMetrics, where the route records it and its handler time.
 Refusals are raised (BadRequest) and answered by the route.
 """
 
@@ -46,7 +47,7 @@ def routes(svc: Service, *, key: str | None = None) -> list[DirectRoute]:
         m = model()
         rows = [r.__dict__ for r in batch.readings]  # type: ignore[attr-defined] # a model built from config
         x = np.array([encode(v) for v in rows], dtype=np.float32)
-        results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route)
+        results = record(m, rows, m.predict_many(x).tolist(), route=m.batch_route, rows=x)
         body = {
             "model_version": m.version,
             "threshold": m.threshold,
