@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.monitor.drift import DriftReport, ReferenceInfo
 from services.monitor.performance import PerformanceCheck, VersionPerformance
 from services.monitor.rows import Window
-from shared.config import Thresholds
+from shared.config import DriftTestConfig, Thresholds
 
 SCHEMA_VERSION: Literal[2] = 2
 MONITOR_SOURCE = "services.monitor"
@@ -43,6 +43,7 @@ class DriftCheckEntry(_Model):
     test: str
     statistic: float | None
     p_value: float | None
+    p_adjusted: float | None = None  # after the correction across features (monitoring.drift)
     effect_size: dict[str, float | None]
     n_reference: int
     n_production: int
@@ -126,6 +127,7 @@ class ReportSettings(_Model):
     min_labelled: int
     drift_min_samples: int
     thresholds: Thresholds
+    drift: DriftTestConfig | None = None
     cooldown_s: float
 
 

@@ -82,8 +82,9 @@ def reason(report: MonitorReport) -> str:
         else:
             eff = c.effect_size
             size = f"PSI {_f3(eff['psi'])}" if "psi" in eff else f"Cramer's V {_f3(eff.get('cramers_v'))}"
-            p_value = f"{c.p_value:.2e}" if c.p_value is not None else "-"
-            parts.append(f"drift in {c.name.split(':', 1)[1]} ({size}, p {p_value})")
+            p = c.p_adjusted if c.p_adjusted is not None else c.p_value
+            p_value = f"{p:.2e}" if p is not None else "-"
+            parts.append(f"drift in {c.name.split(':', 1)[1]} ({size}, adjusted p {p_value})")
     return f"monitor: {report.serving_version}: " + "; ".join(parts)
 
 
