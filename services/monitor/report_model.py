@@ -5,7 +5,8 @@ each is `MonitorReport.model_dump(mode="json")`, and `MonitorReport.model_valida
 unchanged. `schema_version` 2 is the first typed one (version 1 reports carried `report_format: 1` and are
 not read back). The state file's metrics over time (`HistoryEntry`) and last retrain message
 (`TriggerRecord`) are typed here too; the parts a cycle measures are typed where they are measured
-(services.monitor.performance.VersionPerformance, services.monitor.drift.DriftReport). Models only:
+(services.monitor.performance.VersionPerformance, services.monitor.drift.DriftReport), what was done about it
+where it is read (services.monitor.actions.ActionsReport). Models only:
 nothing here touches the volume or Redis.
 """
 
@@ -15,6 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.monitor.actions import ActionsReport
 from services.monitor.drift import DriftReport, ReferenceInfo
 from services.monitor.performance import PerformanceCheck, VersionPerformance
 from services.monitor.rows import Window
@@ -91,6 +93,7 @@ class TriggerRecord(_Model):
     checks: list[str]
     serving_version: str | None
     queue: str | None = None
+    lines_read: int | None = None  # prediction + feedback lines the monitor had read when it sent
 
 
 class TriggerResult(_Model):
@@ -154,6 +157,7 @@ class HistoryEntry(_Model):
     drift: dict[str, DriftPoint]
     fired: list[str]
     trigger: str | None
+    message_id: str | None = None  # the retrain message sent this cycle
 
 
 class MonitorReport(_Model):
@@ -170,6 +174,7 @@ class MonitorReport(_Model):
     ingest: IngestSummary | None = None
     paths: ReportPaths | None = None
     trigger: TriggerResult | None = None
+    actions: ActionsReport | None = None  # what was done: message -> job -> candidate -> gate -> pin -> swap
 
     def history_entry(self) -> HistoryEntry:
         """Per version F1 / error rate, per feature drift effect size, what fired and what the trigger did."""
@@ -194,4 +199,5 @@ class MonitorReport(_Model):
             },
             fired=list(self.fired),
             trigger=self.trigger.status if self.trigger else None,
+            message_id=self.trigger.message_id if self.trigger and self.trigger.status == "sent" else None,
         )
