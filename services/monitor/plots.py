@@ -85,6 +85,12 @@ def _level_bars(ax: Axes, reference: pd.Series, production: pd.Series, levels: l
 
 
 def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = None) -> str | None:
+    """Metrics per version and drift effect sizes over time, as a PNG (None: no history yet)."""
+    fig = history_figure(history, psi_threshold=psi_threshold)
+    return _png(fig) if fig else None
+
+
+def history_figure(history: list[HistoryEntry], *, psi_threshold: float | None = None) -> Figure | None:
     if not history:
         return None
     times = pd.to_datetime([h.time for h in history])
@@ -136,7 +142,7 @@ def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = N
         locator = AutoDateLocator()
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # 20:31 ... with the day once, at the end
-    return _png(fig)
+    return fig
 
 
 EFFECT_TICKS = (0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
