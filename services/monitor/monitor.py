@@ -89,7 +89,8 @@ class Monitor:
     # --- one cycle ---------------------------------------------------------------------------
     def cycle(self, *, quiet_reports: bool = False) -> MonitorReport:
         """One cycle; returns the report. With `quiet_reports` (the loop), a cycle that read nothing new and
-        sent nothing only refreshes latest.json: no per-cycle files, no history point, no HTML."""
+        sent nothing only refreshes latest.json (and latest.html when what was done moved on): no per-cycle files,
+        no history point."""
         with monitor_lock(self.paths), ExitStack() as stack:
             features = self.settings.dataset.feature_names
             state = load_state(self.paths.monitor_state)
@@ -120,8 +121,19 @@ class Monitor:
             report.trigger = result
             report.actions = self.actions.read(sent_messages(state))
             if quiet and not record:
-                report.paths = ReportPaths(json=self._rel(self.paths.reports_dir / report_mod.LATEST_JSON), html=None)
+                # Nothing new read: only latest.json, and latest.html when what was done moved on (a job finished,
+                # a swap), so the page does not show a stale chain; no per-cycle files, no history point.
+                moved_on = report_mod.latest_actions(self.paths) != report.actions
+                latest_html = self.paths.reports_dir / report_mod.LATEST_HTML
+                report.paths = ReportPaths(
+                    json=self._rel(self.paths.reports_dir / report_mod.LATEST_JSON),
+                    html=self._rel(latest_html) if moved_on else None,
+                )
                 report_mod.write_latest_json(self.paths, report)
+                if moved_on:
+                    report_mod.write_latest_html(
+                        self.paths, report, history=state.history, reference=reference, production=production
+                    )
             else:
                 report_mod.write_json(self.paths, report, json_path)
                 state.history.append(report.history_entry())

@@ -60,6 +60,7 @@ def test_a_promoted_and_swapped_candidate_reads_as_one_chain_with_its_ids(traine
     for text in (MESSAGE, "monitor-later", "inference-7", "trainer-w1", "promote", "[30.250, 210.000]", "95.0%"):
         assert text in page, text
     assert report.problems == []
+    assert type(report).model_validate_json(report.model_dump_json()) == report  # the JSON loads back unchanged
 
 
 @pytest.mark.parametrize("gate,outcome", [(GATE, "promote pending"), ({**GATE, "decision": "keep"}, "kept"),
@@ -82,3 +83,26 @@ def test_unreadable_sources_are_named_and_the_rest_still_reads(trained, paths, r
     assert [c.message_id for c in report.chains] == [MESSAGE] and report.chains[0].outcome == "promote pending"
     assert any(p.startswith("deployment log:") for p in report.problems)
     assert any("Redis job hashes not read" in p for p in report.problems)
+
+
+def test_an_idle_loop_refreshes_the_page_only_when_what_was_done_moved_on(trained, paths, redis_client):
+    from services.monitor.monitor import Monitor
+    from tests.monitor.helpers import day2, write_traffic
+
+    monitor = Monitor(settings=trained, redis_client=redis_client)
+    write_traffic(paths, day2(paths, "torque_shift").iloc[:300], labels=False)
+    sent = monitor.cycle(quiet_reports=True)
+    message_id = sent.trigger.message_id
+    latest = paths.reports_dir / "latest.html"
+    assert sent.trigger.status == "sent" and message_id in latest.read_text()
+    assert sent.actions.chains[0].outcome == "queued"
+    files = sorted(p.name for p in paths.reports_dir.iterdir())
+    RetrainQueue.from_settings(trained, redis=redis_client).set_job(message_id, status="running", worker="w9")
+    moved = monitor.cycle(quiet_reports=True)
+    assert moved.actions.chains[0].outcome == "running" and moved.paths.html_file == "reports/latest.html"
+    page = latest.read_text()
+    assert "<b>running</b>" in page and "w9" in page
+    before = latest.stat().st_mtime_ns
+    still = monitor.cycle(quiet_reports=True)
+    assert still.paths.html_file is None and latest.stat().st_mtime_ns == before
+    assert sorted(p.name for p in paths.reports_dir.iterdir()) == files  # no per-cycle files while idle
