@@ -42,7 +42,8 @@ Outcome = Literal[
     "promote pending",  # the gate said promote, the pin did not move (auto_promote false, or not yet)
     "promoted",  # the pin names the candidate, no instance swapped to it yet
     "serving",  # an instance swapped to (or started on) the candidate
-    "rolled back",
+    "rolled back",  # the pin went back from the candidate
+    "replaced",  # the pin moved on from the candidate to a newer version
 ]
 
 
@@ -230,10 +231,10 @@ def outcome(chain: ActionChain) -> Outcome:
         if status in ("queued", "running", "failed"):
             return status  # type: ignore[return-value]
         return "sent"
+    last_pin = chain.pin[-1] if chain.pin else None
+    if last_pin and last_pin.previous_version == chain.candidate.version != last_pin.version:
+        return "rolled back" if last_pin.event == "rollback" else "replaced"
     if any(s.event in ("start", "swap") for s in chain.swaps):
-        last_pin = chain.pin[-1] if chain.pin else None
-        if last_pin and last_pin.event == "rollback" and last_pin.previous_version == chain.candidate.version:
-            return "rolled back"
         return "serving"
     if any(p.event == "promote" and p.version == chain.candidate.version for p in chain.pin):
         return "promoted"

@@ -61,6 +61,12 @@ def test_a_promoted_and_swapped_candidate_reads_as_one_chain_with_its_ids(traine
         assert text in page, text
     assert report.problems == []
     assert type(report).model_validate_json(report.model_dump_json()) == report  # the JSON loads back unchanged
+    # Rolled back: the chain says so, with the rollback row among its pin changes.
+    from shared.pin import rollback
+
+    rollback(trained.config_path, paths=paths)
+    (chain,) = [c for c in ActionsReader(paths=paths, redis_client=redis_client).read([]).chains]
+    assert chain.outcome == "rolled back" and [p.event for p in chain.pin] == ["promote", "rollback"]
 
 
 @pytest.mark.parametrize("gate,outcome", [(GATE, "promote pending"), ({**GATE, "decision": "keep"}, "kept"),
