@@ -38,7 +38,7 @@ def chain_table(chain: ActionChain) -> str:
     rows = [_row("retrain message", chain.message_id, chain.message.time, _message(chain))]
     job = chain.job
     if job:
-        span = f"{when(job.started_at)} to {when(job.finished_at)}" if job.started_at else None
+        span = f"{e(when(job.started_at))}<br>to {e(when(job.finished_at))}" if job.started_at else None
         what = f"<b>{e(job.status)}</b>"
         what += f", attempt {job.attempts}" if job.attempts else ""
         what += f", worker <code>{e(job.worker)}</code>" if job.worker else ""
@@ -70,10 +70,11 @@ def chain_table(chain: ActionChain) -> str:
 
 
 def _row(step: str, ident: str | None, time: str | None, what: str, span: str | None = None) -> str:
+    """One step; `what` and `span` (a time range, instead of `time`) are HTML already."""
     ident_html = f"<code>{e(ident)}</code>" if ident else "-"
     return (
         f"<tr><td class='l'>{e(step)}</td><td class='l'>{ident_html}</td>"
-        f"<td class='l'>{e(span or when(time))}</td><td class='l'>{what}</td></tr>"
+        f"<td class='l'>{span or e(when(time))}</td><td class='l'>{what}</td></tr>"
     )
 
 

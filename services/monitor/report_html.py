@@ -32,7 +32,7 @@ th{background:#f3f3f3;white-space:normal} td.l,th.l{text-align:left;white-space:
 tr.fired td{background:#fde2e2} .ok{color:#2a7a2a} .bad{color:#b00020;font-weight:bold} .muted{color:#666}
 img{max-width:100%;height:auto;display:block} code{background:#f6f6f6;padding:1px 4px;overflow-wrap:anywhere}
 p,li{overflow-wrap:break-word} h3{margin-bottom:0}
-table.chain{width:100%} table.chain td:nth-child(3){white-space:nowrap}
+table.chain{width:100%} table.chain td:nth-child(2){width:20em} table.chain td:nth-child(3){white-space:nowrap}
 """
 PNG = "data:image/png;base64,"
 
