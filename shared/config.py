@@ -30,6 +30,7 @@ from shared.sections import (  # noqa: F401 - re-exported: the config schema, im
     DecisionConfig,
     DeploymentConfig,
     DriftRecipe,
+    DriftTestConfig,
     FeaturesConfig,
     Fraction,
     GateConfig,

@@ -171,8 +171,16 @@ class Thresholds(_Strict):
     error_rate_increase: Probability
     psi: PosFloat
     psi_bins: Annotated[int, Field(ge=2)]
-    ks_pvalue: Probability
-    chi2_pvalue: Probability
+    cramers_v: Probability  # a categorical feature's effect size must exceed this
+
+
+class DriftTestConfig(_Strict):
+    """How the per-feature drift tests are read as one family (services/monitor/drift.py): the p-values of all
+    features are adjusted together (holm: family-wise error; bh: Benjamini-Hochberg false discovery rate; none),
+    and a feature is flagged when its adjusted p-value is below `alpha` and its effect size passes its threshold."""
+
+    correction: Literal["holm", "bh", "none"]
+    alpha: Fraction
 
 
 class ReplayConfig(_Strict):
@@ -220,6 +228,7 @@ class MonitoringConfig(_Strict):
     max_pending: PosInt
     max_orphans: PosInt
     thresholds: Thresholds
+    drift: DriftTestConfig
     cooldown_s: Annotated[float, Field(ge=0)]
     replay: ReplayConfig
     gate: GateConfig

@@ -74,6 +74,7 @@ class Measurer:
                 production,
                 dataset=dataset,
                 thresholds=mon.thresholds,
+                tests=mon.drift,
                 min_samples=mon.drift_min_samples,
             )
         drift.reference = ref_info
@@ -98,6 +99,7 @@ class Measurer:
                 min_labelled=mon.min_labelled,
                 drift_min_samples=mon.drift_min_samples,
                 thresholds=mon.thresholds,
+                drift=mon.drift,
                 cooldown_s=mon.cooldown_s,
             ),
         )
@@ -153,6 +155,7 @@ def report_checks(perf: VersionPerformance | None, drift: DriftReport, serving: 
                 test=f.test,
                 statistic=f.statistic,
                 p_value=f.p_value,
+                p_adjusted=f.p_adjusted,
                 effect_size=f.effect_size,
                 n_reference=f.n_reference,
                 n_production=f.n_production,

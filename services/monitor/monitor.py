@@ -10,7 +10,8 @@ A cycle (under an exclusive lock: one monitor per volume):
    in its metadata.json; drift of the recent inputs against the serving version's training data
    (services.monitor.measure);
 4. write the JSON report (a services.monitor.report_model.MonitorReport), consider the retrain trigger,
-   write the final JSON and the HTML report;
+   read what was done about earlier messages (services.monitor.actions: message -> job -> candidate -> gate ->
+   pin -> swap), write the final JSON and the HTML report;
 5. save the state file (history, last trigger).
 `run_loop` repeats cycles every `monitoring.interval_s` until SIGTERM/SIGINT.
 """
@@ -28,10 +29,18 @@ from pathlib import Path
 import redis
 
 from services.monitor import report as report_mod
+from services.monitor.actions import ActionsReader, SentMessage
 from services.monitor.ingest import Ingestor, StepCounts
 from services.monitor.measure import Measurer, serving_version
 from services.monitor.report_model import IngestSummary, MonitorReport, ReportPaths, TriggerResult
-from services.monitor.state import check_features, load_state, recover_labelled, save_state, seed_store
+from services.monitor.state import (
+    MonitorState,
+    check_features,
+    load_state,
+    recover_labelled,
+    save_state,
+    seed_store,
+)
 from services.monitor.store import MonitorStore, Snapshot
 from services.monitor.trigger import Trigger
 from shared.atomic import lock_path_of, locked
@@ -75,11 +84,13 @@ class Monitor:
         )
         self.trigger = Trigger(settings=settings, redis_client=redis_client)
         self.measurer = Measurer(settings=settings, paths=self.paths, drift_window=self.drift_window)
+        self.actions = ActionsReader(paths=self.paths, redis_client=redis_client)
 
     # --- one cycle ---------------------------------------------------------------------------
     def cycle(self, *, quiet_reports: bool = False) -> MonitorReport:
         """One cycle; returns the report. With `quiet_reports` (the loop), a cycle that read nothing new and
-        sent nothing only refreshes latest.json: no per-cycle files, no history point, no HTML."""
+        sent nothing only refreshes latest.json (and latest.html when what was done moved on): no per-cycle files,
+        no history point."""
         with monitor_lock(self.paths), ExitStack() as stack:
             features = self.settings.dataset.feature_names
             state = load_state(self.paths.monitor_state)
@@ -102,13 +113,27 @@ class Monitor:
             if not quiet:
                 report.trigger = TriggerResult(status="pending")
                 report_mod.write_json(self.paths, report, json_path)
-            result, record = self.trigger.consider(report, state_last=state.last_trigger)
+            totals = store.totals()
+            lines_read = totals.get("predictions_read", 0) + totals.get("feedback_read", 0)
+            result, record = self.trigger.consider(report, state_last=state.last_trigger, lines_read=lines_read)
             if record:
                 state.last_trigger = record
             report.trigger = result
+            report.actions = self.actions.read(sent_messages(state))
             if quiet and not record:
-                report.paths = ReportPaths(json=self._rel(self.paths.reports_dir / report_mod.LATEST_JSON), html=None)
+                # Nothing new read: only latest.json, and latest.html when what was done moved on (a job finished,
+                # a swap), so the page does not show a stale chain; no per-cycle files, no history point.
+                moved_on = report_mod.latest_actions(self.paths) != report.actions
+                latest_html = self.paths.reports_dir / report_mod.LATEST_HTML
+                report.paths = ReportPaths(
+                    json=self._rel(self.paths.reports_dir / report_mod.LATEST_JSON),
+                    html=self._rel(latest_html) if moved_on else None,
+                )
                 report_mod.write_latest_json(self.paths, report)
+                if moved_on:
+                    report_mod.write_latest_html(
+                        self.paths, report, history=state.history, reference=reference, production=production
+                    )
             else:
                 report_mod.write_json(self.paths, report, json_path)
                 state.history.append(report.history_entry())
@@ -120,7 +145,10 @@ class Monitor:
             state.cycles += 1
             state.updated_at = report.created_at
             save_state(self.paths.monitor_state, state)
-            log.info(
+            # An idle cycle that changes nothing (the loop) says so at debug level only: no repeated fired checks.
+            level = logging.DEBUG if quiet and not record and result.status in ("none", "suppressed") else logging.INFO
+            log.log(
+                level,
                 "cycle %d: %d prediction(s), %d label(s), %d joined; serving %s; fired %s; trigger %s; report %s",
                 state.cycles,
                 counts.predictions,
@@ -163,6 +191,23 @@ class Monitor:
 
     def _rel(self, path: Path) -> str:
         return self.measurer.store.rel(path)
+
+
+def sent_messages(state: MonitorState) -> list[SentMessage]:
+    """The retrain messages this monitor sent: the history's and the last trigger (which outlives the history)."""
+    sent = [
+        SentMessage(message_id=h.message_id, time=h.time, checks=h.fired, serving_version=h.serving_version)
+        for h in state.history
+        if h.message_id
+    ]
+    last = state.last_trigger
+    if last and all(s.message_id != last.message_id for s in sent):
+        sent.append(
+            SentMessage(
+                message_id=last.message_id, time=last.time, checks=last.checks, serving_version=last.serving_version
+            )
+        )
+    return sent
 
 
 def run_loop(

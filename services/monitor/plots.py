@@ -14,6 +14,7 @@ import io
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 from matplotlib.figure import Figure
 
 from services.monitor.drift import CategoricalDrift, DriftReport
@@ -42,12 +43,16 @@ def distribution_plot(reference: pd.DataFrame, production: pd.DataFrame, drift: 
         color = "red" if f.flagged else "black"
         if isinstance(f, CategoricalDrift):
             _level_bars(ax, reference[col].astype(str), production[col].astype(str), f.categories)
-            ax.set_title(f"{flag}{col} (share)\nchi2 p {fmt(f.p_value)}", color=color, fontsize=10)
+            ax.set_title(
+                f"{flag}{col} (share)\nV {fmt(f.effect_size.get('cramers_v'))}, {_p(drift, f.p_adjusted)}",
+                color=color,
+                fontsize=10,
+            )
         else:
             _histograms(ax, reference[col].to_numpy(dtype=float), production[col].to_numpy(dtype=float))
             unit = f" [{f.unit}]" if f.unit else ""
             ax.set_title(
-                f"{flag}{col}{unit}\nPSI {fmt(f.effect_size.get('psi'))}, KS p {fmt(f.p_value)}",
+                f"{flag}{col}{unit}\nPSI {fmt(f.effect_size.get('psi'))}, {_p(drift, f.p_adjusted)}",
                 color=color,
                 fontsize=10,
             )
@@ -80,6 +85,12 @@ def _level_bars(ax: Axes, reference: pd.Series, production: pd.Series, levels: l
 
 
 def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = None) -> str | None:
+    """Metrics per version and drift effect sizes over time, as a PNG (None: no history yet)."""
+    fig = history_figure(history, psi_threshold=psi_threshold)
+    return _png(fig) if fig else None
+
+
+def history_figure(history: list[HistoryEntry], *, psi_threshold: float | None = None) -> Figure | None:
     if not history:
         return None
     times = pd.to_datetime([h.time for h in history])
@@ -115,8 +126,12 @@ def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = N
             ax2.plot(times, ys, marker=".", label=f"{col} ({'V' if categorical else 'PSI'})")
     if psi_threshold is not None:
         ax2.axhline(psi_threshold, color="red", linestyle="--", linewidth=0.8, label=f"PSI threshold {psi_threshold}")
+    # symlog: linear near 0 (where the thresholds are), logarithmic above 1 so that PSI 6 and more stays on the
+    # page; the top always leaves room above the largest value, the ticks are plain numbers.
     ax2.set_yscale("symlog", linthresh=0.1)
-    ax2.set_ylim(bottom=0)  # effect sizes are never negative
+    ax2.set_ylim(0, _effect_top(history))
+    ticks = [t for t in EFFECT_TICKS if t <= _effect_top(history)]
+    ax2.set_yticks(ticks, [f"{t:g}" for t in ticks])
     ax2.set_title("drift effect size over time")
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=8)
@@ -124,8 +139,27 @@ def history_plot(history: list[HistoryEntry], *, psi_threshold: float | None = N
     pad = max((times.max() - times.min()) * 0.05, pd.Timedelta(minutes=5))
     for ax in (ax1, ax2):
         ax.set_xlim(times.min() - pad, times.max() + pad)
-        ax.tick_params(axis="x", labelrotation=30)
-    return _png(fig)
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # 20:31 ... with the day once, at the end
+    return fig
+
+
+EFFECT_TICKS = (0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+
+
+def _effect_top(history: list[HistoryEntry]) -> float:
+    """The effect-size axis' top: at least 10 (a PSI of 6 is common when a sensor drifts), else 1.5 x the
+    largest value drawn."""
+    values = [
+        v for h in history for p in h.drift.values() for v in (p.psi, p.cramers_v) if v is not None and np.isfinite(v)
+    ]
+    return max(10.0, 1.5 * max(values, default=0.0))
+
+
+def _p(drift: DriftReport, p: float | None) -> str:
+    adjusted = drift.correction not in (None, "none")
+    return f"{drift.correction} p {fmt(p)}" if adjusted else f"p {fmt(p)}"
 
 
 def _series(values: list[float | None]) -> list[float]:

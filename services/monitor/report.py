@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from pydantic import ValidationError
 
+from services.monitor.actions import ActionsReport
 from services.monitor.report_html import render_html
 from services.monitor.report_model import HistoryEntry, MonitorReport
 from shared.atomic import atomic_write_text
@@ -50,6 +52,27 @@ def write_json(paths: Paths, report: MonitorReport, path: Path) -> None:
 
 def write_latest_json(paths: Paths, report: MonitorReport) -> None:
     atomic_write_text(paths.reports_dir / LATEST_JSON, report_text(report))
+
+
+def latest_actions(paths: Paths) -> ActionsReport | None:
+    """What was done, as latest.json last said (None: no file, or one this version cannot read)."""
+    try:
+        raw = json.loads((paths.reports_dir / LATEST_JSON).read_bytes()).get("actions")
+        return None if raw is None else ActionsReport.model_validate(raw)
+    except (OSError, ValueError, AttributeError, ValidationError):
+        return None
+
+
+def write_latest_html(
+    paths: Paths,
+    report: MonitorReport,
+    *,
+    history: list[HistoryEntry],
+    reference: pd.DataFrame | None,
+    production: pd.DataFrame | None,
+) -> None:
+    page = render_html(report, history=history, reference=reference, production=production)
+    atomic_write_text(paths.reports_dir / LATEST_HTML, page)
 
 
 def write_html(

@@ -5,7 +5,8 @@ each is `MonitorReport.model_dump(mode="json")`, and `MonitorReport.model_valida
 unchanged. `schema_version` 2 is the first typed one (version 1 reports carried `report_format: 1` and are
 not read back). The state file's metrics over time (`HistoryEntry`) and last retrain message
 (`TriggerRecord`) are typed here too; the parts a cycle measures are typed where they are measured
-(services.monitor.performance.VersionPerformance, services.monitor.drift.DriftReport). Models only:
+(services.monitor.performance.VersionPerformance, services.monitor.drift.DriftReport), what was done about it
+where it is read (services.monitor.actions.ActionsReport). Models only:
 nothing here touches the volume or Redis.
 """
 
@@ -15,10 +16,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.monitor.actions import ActionsReport
 from services.monitor.drift import DriftReport, ReferenceInfo
 from services.monitor.performance import PerformanceCheck, VersionPerformance
 from services.monitor.rows import Window
-from shared.config import Thresholds
+from shared.config import DriftTestConfig, Thresholds
 
 SCHEMA_VERSION: Literal[2] = 2
 MONITOR_SOURCE = "services.monitor"
@@ -43,6 +45,7 @@ class DriftCheckEntry(_Model):
     test: str
     statistic: float | None
     p_value: float | None
+    p_adjusted: float | None = None  # after the correction across features (monitoring.drift)
     effect_size: dict[str, float | None]
     n_reference: int
     n_production: int
@@ -90,6 +93,7 @@ class TriggerRecord(_Model):
     checks: list[str]
     serving_version: str | None
     queue: str | None = None
+    lines_read: int | None = None  # prediction + feedback lines the monitor had read when it sent
 
 
 class TriggerResult(_Model):
@@ -126,6 +130,7 @@ class ReportSettings(_Model):
     min_labelled: int
     drift_min_samples: int
     thresholds: Thresholds
+    drift: DriftTestConfig | None = None
     cooldown_s: float
 
 
@@ -152,6 +157,7 @@ class HistoryEntry(_Model):
     drift: dict[str, DriftPoint]
     fired: list[str]
     trigger: str | None
+    message_id: str | None = None  # the retrain message sent this cycle
 
 
 class MonitorReport(_Model):
@@ -168,6 +174,7 @@ class MonitorReport(_Model):
     ingest: IngestSummary | None = None
     paths: ReportPaths | None = None
     trigger: TriggerResult | None = None
+    actions: ActionsReport | None = None  # what was done: message -> job -> candidate -> gate -> pin -> swap
 
     def history_entry(self) -> HistoryEntry:
         """Per version F1 / error rate, per feature drift effect size, what fired and what the trigger did."""
@@ -192,4 +199,5 @@ class MonitorReport(_Model):
             },
             fired=list(self.fired),
             trigger=self.trigger.status if self.trigger else None,
+            message_id=self.trigger.message_id if self.trigger and self.trigger.status == "sent" else None,
         )

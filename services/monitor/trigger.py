@@ -4,7 +4,9 @@ A condition is the set of checks that fired on the serving model version (e.g. {
 "performance:f1"}). A message is sent when checks fire, unless the last trigger was for the same serving
 version, less than `monitoring.cooldown_s` ago, and covered every check firing now (no new check).
 So a persisting condition sends one message; after the cooldown, or once a new model version serves,
-or when a new check fires, it sends again.
+or when a new check fires, it sends again. Nothing read since the last message (an idle loop: the same window,
+the same checks) never sends again, whatever the cooldown: the record keeps how many log lines the monitor had
+read when it sent (`lines_read`), and the same evidence is not sent twice.
 
 The last trigger (TriggerRecord) is kept both in Redis (RedisKeys.monitor_cooldown) and in the monitor's
 state file. The message goes through shared.queue.RetrainQueue.push, the one producer path (it records the
@@ -39,7 +41,13 @@ log = logging.getLogger(__name__)
 
 
 def suppression(
-    *, fired: list[str], serving_version: str | None, last: TriggerRecord | None, now: str, cooldown_s: float
+    *,
+    fired: list[str],
+    serving_version: str | None,
+    last: TriggerRecord | None,
+    now: str,
+    cooldown_s: float,
+    lines_read: int | None = None,
 ) -> str | None:
     """Why no message should be sent now (None: send). Pure: the decision, testable on its own."""
     if not fired:
@@ -49,6 +57,8 @@ def suppression(
     if last.serving_version != serving_version:
         return None
     age = (parse_utc(now) - parse_utc(last.time)).total_seconds()
+    if lines_read is not None and last.lines_read == lines_read and not set(fired) - set(last.checks):
+        return f"nothing read since message {last.message_id} ({age:.0f} s ago): the same window, the same checks"
     if age >= cooldown_s:
         return None
     new = sorted(set(fired) - set(last.checks))
@@ -82,8 +92,9 @@ def reason(report: MonitorReport) -> str:
         else:
             eff = c.effect_size
             size = f"PSI {_f3(eff['psi'])}" if "psi" in eff else f"Cramer's V {_f3(eff.get('cramers_v'))}"
-            p_value = f"{c.p_value:.2e}" if c.p_value is not None else "-"
-            parts.append(f"drift in {c.name.split(':', 1)[1]} ({size}, p {p_value})")
+            p = c.p_adjusted if c.p_adjusted is not None else c.p_value
+            p_value = f"{p:.2e}" if p is not None else "-"
+            parts.append(f"drift in {c.name.split(':', 1)[1]} ({size}, adjusted p {p_value})")
     return f"monitor: {report.serving_version}: " + "; ".join(parts)
 
 
@@ -127,10 +138,16 @@ class Trigger:
             return None
 
     def consider(
-        self, report: MonitorReport, *, state_last: TriggerRecord | None, now: str | None = None
+        self,
+        report: MonitorReport,
+        *,
+        state_last: TriggerRecord | None,
+        now: str | None = None,
+        lines_read: int | None = None,
     ) -> tuple[TriggerResult, TriggerRecord | None]:
         """Send or suppress for what fired in `report`. Returns what happened and, when a message was sent,
-        its record (the caller stores it in the state file)."""
+        its record (the caller stores it in the state file). `lines_read`: the log lines the monitor has read
+        in all (None: unknown, the cooldown alone decides)."""
         now = now or utc_now()
         fired, serving_version = report.fired, report.serving_version
         if not fired:
@@ -146,9 +163,11 @@ class Trigger:
             last=last,
             now=now,
             cooldown_s=self.settings.monitoring.cooldown_s,
+            lines_read=lines_read,
         )
         if why_not:
-            log.info("retrain trigger suppressed: %s", why_not)
+            idle = lines_read is not None and last is not None and last.lines_read == lines_read
+            log.log(logging.DEBUG if idle else logging.INFO, "retrain trigger suppressed: %s", why_not)
             return TriggerResult(
                 status="suppressed", reason=why_not, last_message_id=last.message_id if last else None
             ), None
@@ -167,6 +186,7 @@ class Trigger:
             checks=sorted(fired),
             serving_version=serving_version,
             queue=self.keys.retrain_queue,
+            lines_read=lines_read,
         )
         try:
             self.queue.push(msg, also_set={self.keys.monitor_cooldown: record.model_dump_json()})

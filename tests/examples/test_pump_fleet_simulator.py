@@ -151,6 +151,7 @@ def test_the_drift_recipes_name_its_columns_and_a_vibration_offset_is_flagged_wh
     column = raw["Vibration RMS [mm/s]"].to_numpy(dtype=float)
     train, window = column[: settings.data.train_rows], column[settings.data.train_rows :][:1000]
     thresholds = settings.monitoring.thresholds
-    assert not numeric_drift(train, window, thresholds=thresholds).flagged
+    assert not numeric_drift(train, window, thresholds=thresholds, alpha=settings.monitoring.drift.alpha).flagged
     noise = np.random.default_rng(0).normal(0.0, offset["noise_std"], len(window))
-    assert numeric_drift(train, window + offset["value"] + noise, thresholds=thresholds).flagged
+    assert numeric_drift(train, window + offset["value"] + noise, thresholds=thresholds,
+                         alpha=settings.monitoring.drift.alpha).flagged

@@ -114,6 +114,32 @@ def test_one_condition_sends_exactly_one_message_until_cooldown_or_a_new_version
     assert json.loads(redis_client.get(RedisKeys.from_settings(settings).monitor_cooldown))["message_id"] == report.trigger.message_id
 
 
+def test_an_idle_loop_never_sends_the_same_evidence_again_and_logs_no_fired_checks(trained, paths, redis_client,
+                                                                                   caplog):
+    """Nothing read since the message: past the cooldown it is still the same window, so nothing is sent, and
+    the loop's idle cycles do not log the same fired checks at info level; new traffic after the cooldown sends."""
+    import logging
+
+    from services.monitor.monitor import run_loop
+
+    settings = with_monitoring(trained, cooldown_s=600.0)
+    monitor = Monitor(settings=settings, redis_client=redis_client)
+    write_traffic(paths, day2(paths, "torque_shift").iloc[:600])
+    first = monitor.cycle()
+    assert first.trigger.status == "sent" and load_state(paths.monitor_state).last_trigger.lines_read == 1200
+    age_last_trigger(paths, redis_client, settings, seconds=601)
+    with caplog.at_level(logging.INFO, logger="services.monitor"):
+        assert run_loop(monitor, interval_s=0.0, max_cycles=3) == 3
+    assert len(queued(redis_client, settings)) == 1
+    latest = json.loads((paths.reports_dir / "latest.json").read_text())
+    assert latest["trigger"]["status"] == "suppressed" and "nothing read since message" in latest["trigger"]["reason"]
+    assert latest["fired"] == first.fired  # the report still says what stands
+    assert not [r for r in caplog.records if "fired" in r.getMessage() or "suppressed" in r.getMessage()]
+    write_traffic(paths, day2(paths, "torque_shift").iloc[600:700], start=600)
+    assert monitor.cycle().trigger.status == "sent"
+    assert len(queued(redis_client, settings)) == 2
+
+
 def test_a_new_check_firing_is_a_new_condition(trained, paths, redis_client):
     monitor = Monitor(settings=trained, redis_client=redis_client)
     write_traffic(paths, day2(paths, "natural").iloc[:300], labels=False)

@@ -63,7 +63,7 @@ def test_ingest_joins_rows_of_any_dataset_into_its_labelled_columns(project):
 def test_drift_covers_each_feature_by_its_kind_with_units_and_plots(project):
     settings = project.model_copy(update={"dataset": PUMPS})
     train, window = _frame(3000), _frame(500, shift=1.5, south=0.8, seed=1)
-    rep = drift_report(train, window, dataset=PUMPS, thresholds=settings.monitoring.thresholds, min_samples=200)
+    rep = drift_report(train, window, dataset=PUMPS, thresholds=settings.monitoring.thresholds, tests=settings.monitoring.drift, min_samples=200)
     assert list(rep.features) == ["pressure_bar", "flow_l_s", "site"]
     pressure, flow, site = rep.features.values()
     assert isinstance(pressure, NumericDrift) and pressure.unit == "bar" and pressure.flagged
@@ -100,7 +100,7 @@ def test_the_html_report_names_features_with_their_units(project):
 
     settings = project.model_copy(update={"dataset": PUMPS})
     train, window = _frame(3000), _frame(500, shift=1.5, seed=1)
-    rep = drift_report(train, window, dataset=PUMPS, thresholds=settings.monitoring.thresholds, min_samples=200)
+    rep = drift_report(train, window, dataset=PUMPS, thresholds=settings.monitoring.thresholds, tests=settings.monitoring.drift, min_samples=200)
     report = MonitorReport(created_at=stamp(0), cycle=1, serving_version="v1", pinned_version="v1", performance={},
                            drift=rep, checks=[], fired=[], settings=ReportSettings(
                                window_size=500, min_labelled=100, drift_min_samples=200,
