@@ -118,6 +118,9 @@ class DecisionConfig(_Strict):
     cost_false_alarm: PosFloat  # a flag on a reading that was not a failure
     # fixed: training.threshold; max_f1: the best F1 on the validation hold-out; min_cost: the lowest expected cost
     threshold_policy: Literal["fixed", "max_f1", "min_cost"]
+    # The map from the model's score to a calibrated failure probability, fitted on the validation hold-out and
+    # run inside the ONNX graph (services/trainer/calibration.py): none | sigmoid | isotonic
+    calibration: Literal["none", "sigmoid", "isotonic"]
 
 
 class RegistryConfig(_Strict):
