@@ -207,6 +207,10 @@ class GateConfig(_Strict):
         return self
 
 
+class EstimateConfig(_Strict):
+    window: PosInt  # most recent predictions per model version the label-free estimate covers
+
+
 class MonitoringConfig(_Strict):
     interval_s: PosFloat
     reports_dir: RelPath
@@ -223,6 +227,7 @@ class MonitoringConfig(_Strict):
     cooldown_s: Annotated[float, Field(ge=0)]
     replay: ReplayConfig
     gate: GateConfig
+    estimate: EstimateConfig  # label-free performance estimate (services/monitor/estimate.py)
 
 
 class RedisConfig(_Strict):

@@ -13,6 +13,7 @@ import html
 import pandas as pd
 
 from services.monitor.drift import DriftReport, NumericDrift
+from services.monitor.estimate_html import estimate_section
 from services.monitor.plots import distribution_plot, fmt, history_plot
 from services.monitor.report_model import HistoryEntry, IngestSummary, MonitorReport, VersionPerformance
 
@@ -54,6 +55,7 @@ def render_html(
     if report.ingest:
         parts += _ingest(report.ingest)
     parts += _performance(report.performance)
+    parts += estimate_section(report.estimate)
     parts += _drift(report.drift)
     if reference is not None and production is not None and len(production) and report.drift.features:
         plot = distribution_plot(reference, production, report.drift)

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.monitor.drift import DriftReport, ReferenceInfo
+from services.monitor.estimate import VersionEstimate
 from services.monitor.performance import PerformanceCheck, VersionPerformance
 from services.monitor.rows import Window
 from shared.config import Thresholds
@@ -168,6 +169,8 @@ class MonitorReport(_Model):
     ingest: IngestSummary | None = None
     paths: ReportPaths | None = None
     trigger: TriggerResult | None = None
+    # per model version: label-free estimate on waiting predictions, and on labelled rows beside the realized figures
+    estimate: dict[str, VersionEstimate] = Field(default_factory=dict)
 
     def history_entry(self) -> HistoryEntry:
         """Per version F1 / error rate, per feature drift effect size, what fired and what the trigger did."""
