@@ -12,7 +12,8 @@ Per model version the report carries (`VersionEstimate`):
   probabilities alone beside the realized figures from their labels, and the absolute error of each estimate: how
   far the label-free figure would have been off.
 The estimate is only as good as the calibration: a drift that changes how often a given probability is right (a
-new failure mode the model scores low) is invisible to it; the realized figures show that once labels arrive.
+sensor reading off, a new failure mode the model scores low) is invisible to it; the realized figures show that
+once labels arrive, and each estimate carries a `caveat` naming the drift checks that fired in the same cycle.
 Reads the store (one query on its `pending` table, the windows of the snapshot); writes nothing.
 """
 
@@ -65,6 +66,7 @@ class VersionEstimate(_Model):
     window: int  # monitoring.estimate.window
     unlabelled: Figures | None  # None: no prediction of this version waits for its label
     labelled: LabelledEstimate | None  # None: no labelled row yet
+    caveat: str | None = None  # set when drift checks fired this cycle: the estimate's assumption may not hold
 
 
 def figures(confusion: Confusion, *, rows: int, settings: Settings) -> Figures:
@@ -145,10 +147,21 @@ def recent_pending(conn: sqlite3.Connection, *, window: int) -> dict[str, tuple[
 
 
 def version_estimates(
-    conn: sqlite3.Connection, windows: Mapping[str, Sequence[WindowRow]], *, settings: Settings
+    conn: sqlite3.Connection,
+    windows: Mapping[str, Sequence[WindowRow]],
+    *,
+    settings: Settings,
+    drift_fired: Sequence[str] = (),
 ) -> dict[str, VersionEstimate]:
-    """The report's `estimate`: per model version with waiting predictions or labelled rows (see the module doc)."""
+    """The report's `estimate`: per model version with waiting predictions or labelled rows (see the module doc).
+    `drift_fired`: the drift checks that fired this cycle; named in each estimate's caveat."""
     size = settings.monitoring.estimate.window
+    caveat = None
+    if drift_fired:
+        caveat = (
+            f"drift fired ({', '.join(drift_fired)}): the estimate assumes a reading's failure probability is what "
+            "the model learned; a drifted (or mis-measured) input breaks that, so trust the realized figures"
+        )
     pending = recent_pending(conn, window=size)
     out: dict[str, VersionEstimate] = {}
     for version in sorted(set(pending) | set(windows)):
@@ -165,5 +178,7 @@ def version_estimates(
                 np.array([r.predicted for r in rows]),
                 settings=settings,
             )
-        out[version] = VersionEstimate(version=version, window=size, unlabelled=unlabelled, labelled=labelled)
+        out[version] = VersionEstimate(
+            version=version, window=size, unlabelled=unlabelled, labelled=labelled, caveat=caveat
+        )
     return out

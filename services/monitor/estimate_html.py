@@ -31,6 +31,8 @@ def estimate_section(estimates: dict[str, VersionEstimate]) -> list[str]:
     ]
     for v, est in estimates.items():
         lab = est.labelled
+        if est.caveat:
+            parts.insert(2, f"<p class='bad'>{html.escape(v)}: {html.escape(est.caveat)}</p>")
         rows = [("waiting for labels: estimate", est.unlabelled)]
         if lab is not None:
             rows += [("labelled: estimate", lab.estimated), ("labelled: realized", lab.realized)]

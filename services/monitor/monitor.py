@@ -97,7 +97,10 @@ class Monitor:
                 snapshot, cycle=state.cycles + 1, pinned=self.pinned_version()
             )
             report.ingest = self.ingest_summary(snapshot, counts, read_s, self.ingestor.backlog_bytes(store))
-            report.estimate = version_estimates(store.conn, snapshot.windows, settings=self.settings)
+            drift_fired = [name for name in report.fired if name.startswith("drift:")]
+            report.estimate = version_estimates(
+                store.conn, snapshot.windows, settings=self.settings, drift_fired=drift_fired
+            )
             quiet = quiet_reports and counts.lines == 0
             json_path, html_path = report_mod.report_paths(self.paths, report.created_at)
             report.paths = ReportPaths(json=self._rel(json_path), html=self._rel(html_path))

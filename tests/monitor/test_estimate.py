@@ -78,9 +78,46 @@ def test_the_report_carries_the_estimate_beside_the_realized_figures(trained, pa
     assert lab.realized.f1 == pytest.approx(perf.f1) and lab.realized.precision == pytest.approx(perf.precision)
     assert lab.abs_error["f1"] == pytest.approx(abs(lab.estimated.f1 - lab.realized.f1))
     assert lab.estimated.confusion.tp != lab.realized.confusion.tp  # the estimate is fractional: not the labels
+    # Drift fired this cycle (the later timeframe's air temperature): the estimate says it may not hold.
+    drift = [name for name in report.fired if name.startswith("drift:")]
+    assert drift and est.caveat is not None and all(name in est.caveat for name in drift)
     # The JSON report loads back unchanged with the estimate; the HTML shows it.
     on_disk = json.loads((paths.volume / report.paths.json_file).read_text())
     assert on_disk["estimate"]["v1"]["labelled"]["abs_error"]["f1"] == pytest.approx(lab.abs_error["f1"])
     assert MonitorReport.model_validate(on_disk) == report
     page = (paths.volume / report.paths.html_file).read_text()
     assert "Label-free estimate" in page and "waiting for labels: estimate" in page and "labelled: realized" in page
+    assert "trust the realized figures" in page
+
+
+def test_waiting_predictions_are_the_newest_per_version_and_no_drift_means_no_caveat():
+    import sqlite3
+
+    from services.monitor.estimate import version_estimates
+    from services.monitor.rows import WindowRow
+    from services.monitor.store import SCHEMA
+
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    small = SETTINGS.model_copy(
+        update={
+            "monitoring": SETTINGS.monitoring.model_copy(
+                update={"estimate": SETTINGS.monitoring.estimate.model_copy(update={"window": 3})}
+            )
+        }
+    )
+    rows = [
+        (f"r{i}", "t", "v1" if i % 2 else "v2", "[]", 0.9 if i >= 4 else 0.1, 1 if i >= 4 else 0) for i in range(10)
+    ]
+    conn.executemany(
+        "INSERT INTO pending (request_id, time, model_version, vals, probability, predicted) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    windows = {"v3": [WindowRow("2026-01-01T00:00:00Z", 1, 1, 0.8)]}
+    got = version_estimates(conn, windows, settings=small)
+    assert set(got) == {"v1", "v2", "v3"} and all(e.caveat is None for e in got.values())
+    # v1 holds rows 1, 3, 5, 7, 9: the newest three (5, 7, 9) are all flagged at 0.9.
+    assert got["v1"].unlabelled.rows == 3 and got["v1"].unlabelled.precision == pytest.approx(0.9)
+    assert got["v3"].unlabelled is None and got["v3"].labelled.realized.f1 == 1.0
+    flagged = version_estimates(conn, windows, settings=small, drift_fired=["drift:torque_nm"])
+    assert all("drift:torque_nm" in e.caveat for e in flagged.values())
