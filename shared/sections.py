@@ -118,6 +118,9 @@ class DecisionConfig(_Strict):
     cost_false_alarm: PosFloat  # a flag on a reading that was not a failure
     # fixed: training.threshold; max_f1: the best F1 on the validation hold-out; min_cost: the lowest expected cost
     threshold_policy: Literal["fixed", "max_f1", "min_cost"]
+    # The map from the model's score to a calibrated failure probability, fitted on the validation hold-out and
+    # run inside the ONNX graph (services/trainer/calibration.py): none | sigmoid | isotonic
+    calibration: Literal["none", "sigmoid", "isotonic"]
 
 
 class RegistryConfig(_Strict):
@@ -215,6 +218,10 @@ class GateConfig(_Strict):
         return self
 
 
+class EstimateConfig(_Strict):
+    window: PosInt  # most recent predictions per model version the label-free estimate covers
+
+
 class MonitoringConfig(_Strict):
     interval_s: PosFloat
     reports_dir: RelPath
@@ -232,6 +239,7 @@ class MonitoringConfig(_Strict):
     cooldown_s: Annotated[float, Field(ge=0)]
     replay: ReplayConfig
     gate: GateConfig
+    estimate: EstimateConfig  # label-free performance estimate (services/monitor/estimate.py)
 
 
 class RedisConfig(_Strict):

@@ -30,6 +30,7 @@ import redis
 
 from services.monitor import report as report_mod
 from services.monitor.actions import ActionsReader, SentMessage
+from services.monitor.estimate import version_estimates
 from services.monitor.ingest import Ingestor, StepCounts
 from services.monitor.measure import Measurer, serving_version
 from services.monitor.report_model import IngestSummary, MonitorReport, ReportPaths, TriggerResult
@@ -107,6 +108,10 @@ class Monitor:
                 snapshot, cycle=state.cycles + 1, pinned=self.pinned_version()
             )
             report.ingest = self.ingest_summary(snapshot, counts, read_s, self.ingestor.backlog_bytes(store))
+            drift_fired = [name for name in report.fired if name.startswith("drift:")]
+            report.estimate = version_estimates(
+                store.conn, snapshot.windows, settings=self.settings, drift_fired=drift_fired
+            )
             quiet = quiet_reports and counts.lines == 0
             json_path, html_path = report_mod.report_paths(self.paths, report.created_at)
             report.paths = ReportPaths(json=self._rel(json_path), html=self._rel(html_path))

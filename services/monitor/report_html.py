@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from services.monitor.drift import DriftReport, NumericDrift
+from services.monitor.estimate_html import estimate_section
 from services.monitor.htmlfmt import e, when
 from services.monitor.plots import distribution_plot, fmt, history_plot
 from services.monitor.report_actions import actions_section
@@ -150,6 +151,11 @@ def performance_section(page: Page) -> str:
     return "".join(parts)
 
 
+def estimate_block(page: Page) -> str:
+    """The label-free estimate beside the realized figures (services/monitor/estimate_html.py)."""
+    return "\n".join(estimate_section(page.report.estimate))
+
+
 def drift_section(page: Page) -> str:
     drift = page.report.drift
     ref, window = drift.reference, drift.window
@@ -224,6 +230,7 @@ SECTIONS: list[Callable[[Page], str]] = [
     headline,
     ingest_section,
     performance_section,
+    estimate_block,
     drift_section,
     distributions_section,
     history_section,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.monitor.actions import ActionsReport
 from services.monitor.drift import DriftReport, ReferenceInfo
+from services.monitor.estimate import VersionEstimate
 from services.monitor.performance import PerformanceCheck, VersionPerformance
 from services.monitor.rows import Window
 from shared.config import DriftTestConfig, Thresholds
@@ -175,6 +176,8 @@ class MonitorReport(_Model):
     paths: ReportPaths | None = None
     trigger: TriggerResult | None = None
     actions: ActionsReport | None = None  # what was done: message -> job -> candidate -> gate -> pin -> swap
+    # per model version: label-free estimate on waiting predictions, and on labelled rows beside the realized figures
+    estimate: dict[str, VersionEstimate] = Field(default_factory=dict)
 
     def history_entry(self) -> HistoryEntry:
         """Per version F1 / error rate, per feature drift effect size, what fired and what the trigger did."""

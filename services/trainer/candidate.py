@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from services.trainer.calibration import NONE, Calibration
 from services.trainer.decision import ThresholdChoice
 from services.trainer.gate import GateDecision
 from shared.config import Settings
@@ -40,7 +41,8 @@ class Candidate:
     config: dict
     feature_schema: dict
     training_seconds: float
-    estimator: Any = field(repr=False)
+    estimator: Any = field(repr=False)  # the refitted scikit-learn model (its scores before the calibration map)
+    calibration: Calibration = field(default=NONE, repr=False)  # the map the ONNX file applies to them
 
     @property
     def threshold(self) -> float:
@@ -66,12 +68,15 @@ class Candidate:
         }
 
 
-def decision_record(choice: ThresholdChoice, *, fit_rows: int, all_rows: int, validation_parity: dict) -> dict:
+def decision_record(
+    choice: ThresholdChoice, *, fit_rows: int, all_rows: int, validation_parity: dict, calibration: dict
+) -> dict:
     """metadata.json `decision`: the threshold inference uses (unless deployment.threshold overrides it), how it was
     chosen, and which model each recorded figure belongs to."""
     return {
         **choice.model_dump(mode="json"),
-        "selected_on": "validation hold-out, scored by the validation model",
+        "selected_on": "validation hold-out, scored by the validation model (calibrated: decision.calibration)",
+        "calibration": calibration,
         "models": {
             "validation": f"fitted on the first {fit_rows} training rows; scored the hold-out "
             f"({choice.rows} rows) to choose the threshold",
@@ -83,6 +88,8 @@ def decision_record(choice: ThresholdChoice, *, fit_rows: int, all_rows: int, va
             "decision.curve": "validation",
             "parity": "exported (on the hold-out rows)",
             "production_metrics": "exported",
+            "calibration.holdout": "validation",
+            "calibration.production": "exported",
         },
         "validation_parity": validation_parity,
     }

@@ -3,7 +3,8 @@
 The file is three graphs merged with onnx.compose.merge_models:
   front    readings [N, F] -> features [N, E]   (DatasetConfig.engineer, in ONNX ops)
   model    features -> probabilities [N, 2]     (skl2onnx, zipmap off)
-  tail     probabilities -> probability [N, 1]  (column of class 1)
+  tail     probabilities -> probability [N, 1]  (column of class 1, then decision.calibration's map:
+                                                services.trainer.calibration, then clipped to [0, 1])
 Every name and producer field is fixed, so the same fitted model gives the same bytes.
 """
 
@@ -15,6 +16,7 @@ from onnx import TensorProto, compose, helper, numpy_helper
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 
+from services.trainer.calibration import NONE, Calibration, calibration_nodes
 from shared.dataset import ONNX_INPUT, ONNX_OUTPUT, DatasetConfig
 from shared.errors import ExportError
 from shared.expressions import Expr, sanitize
@@ -108,14 +110,16 @@ def _compile(expr: Expr, out: str, column, nodes: list[onnx.NodeProto], inits: l
     return out
 
 
-def tail_graph(*, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
-    """probabilities [N, 2] -> probability [N, 1] (class 1)."""
+def tail_graph(*, calibration: Calibration = NONE, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
+    """probabilities [N, 2] -> probability [N, 1] (class 1, calibrated)."""
+    cal_nodes, cal_inits = calibration_nodes(calibration, "cw_class1", "cw_calibrated")
     inits = [
         _const("cw_class1_start", [1]),
         _const("cw_class1_end", [2]),
         _const("cw_class1_axis", [1]),
         _const("cw_zero", 0.0, dtype=np.float32),
         _const("cw_one", 1.0, dtype=np.float32),
+        *cal_inits,
     ]
     nodes = [
         helper.make_node(
@@ -124,8 +128,9 @@ def tail_graph(*, opsets: dict[str, int] | None = None) -> onnx.ModelProto:
             ["cw_class1"],
             name="cw_class1",
         ),
+        *cal_nodes,
         # A forest's float32 sum of leaf shares can land a hair outside [0, 1] (1.0000001): a probability is not.
-        helper.make_node("Clip", ["cw_class1", "cw_zero", "cw_one"], [ONNX_OUTPUT], name="cw_clip01"),
+        helper.make_node("Clip", ["cw_calibrated", "cw_zero", "cw_one"], [ONNX_OUTPUT], name="cw_clip01"),
     ]
     graph = helper.make_graph(
         nodes,
@@ -164,7 +169,9 @@ def opsets_of(model: onnx.ModelProto) -> dict[str, int]:
     return {op.domain: op.version for op in model.opset_import}
 
 
-def export(estimator, *, dataset: DatasetConfig, derived: bool, doc_string: str) -> bytes:
+def export(
+    estimator, *, dataset: DatasetConfig, derived: bool, doc_string: str, calibration: Calibration = NONE
+) -> bytes:
     """The whole model file as bytes (deterministic for a deterministic estimator)."""
     n_features = len(dataset.engineered_names(derived=derived))
     body = sklearn_graph(estimator, n_features=n_features)
@@ -177,7 +184,10 @@ def export(estimator, *, dataset: DatasetConfig, derived: bool, doc_string: str)
         outputs=[PROBABILITIES],
     )
     merged = compose.merge_models(
-        merged, tail_graph(opsets=opsets), io_map=[(PROBABILITIES, PROBABILITIES)], outputs=[ONNX_OUTPUT]
+        merged,
+        tail_graph(calibration=calibration, opsets=opsets),
+        io_map=[(PROBABILITIES, PROBABILITIES)],
+        outputs=[ONNX_OUTPUT],
     )
     del merged.opset_import[:]  # merge_models concatenates the (equal) op set lists
     merged.opset_import.extend(_opset_imports(opsets))

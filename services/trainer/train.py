@@ -5,9 +5,12 @@
              -> features: DatasetConfig.engineer(DatasetConfig.encode(df)) -- the same arithmetic the
                 ONNX front graph runs, so the scikit-learn object and the file see identical inputs
              -> the validation model: fit (model_params) on the fit part          services.trainer.estimator
-             -> its ONNX file on the hold-out -> threshold by decision.threshold_policy (services.trainer.decision)
+             -> its scores on the hold-out -> calibration map (decision.calibration) fitted on them
+                (services.trainer.calibration), put inside the ONNX graph
+             -> its calibrated ONNX file on the hold-out -> threshold by decision.threshold_policy
+                (services.trainer.decision)
                 -> validation metrics at that threshold (metadata `metrics`: the validation model's figures)
-             -> refit: the same estimator and seed on ALL training rows -> export ONNX   export
+             -> refit: the same estimator and seed on ALL training rows, the same calibration map -> ONNX   export
                 -> parity with scikit-learn on the hold-out rows (max |dp| <= tolerance, identical labels at the
                    chosen threshold, or the model is refused; the validation model is checked the same way)
                 -> production rows, when the data version has them (metadata `production_metrics`: the exported
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from services.trainer.calibration import NONE, Calibration, calibration_record, fit_calibration
 from services.trainer.candidate import Candidate, decision_record, doc_string, feature_schema
 from services.trainer.dataset import (
     data_files,
@@ -89,8 +93,8 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     files = data_files(store, data_version)
     doc = doc_string(settings, data_version, files)
 
-    def onnx_of(estimator: Any, name: str) -> tuple[bytes, Any]:
-        model_bytes = export(estimator, dataset=ds, derived=derived, doc_string=doc)
+    def onnx_of(estimator: Any, name: str, cal: Calibration) -> tuple[bytes, Any]:
+        model_bytes = export(estimator, dataset=ds, derived=derived, doc_string=doc, calibration=cal)
         return model_bytes, load_session(model_bytes, name=name, features=ds.feature_names)
 
     # 1. The validation model: fitted on the fit part, scored (its ONNX file) on the hold-out it never saw.
@@ -103,7 +107,13 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         labels(fit, ds, where=train_path),
         where=train_path,
     )
-    _, val_model = onnx_of(fitted, f"validation model on {data_version}")
+    _, val_raw = onnx_of(fitted, f"validation model on {data_version}", NONE)
+    s_val = val_raw.predict_proba(r_val)
+    # The calibration map: fitted on the validation model's scores of rows it never saw (the refit saw them all).
+    cal = fit_calibration(settings.decision.calibration, fitted.predict_proba(x_val)[:, 1], y_val)
+    val_model = (
+        val_raw if cal.method == "none" else onnx_of(fitted, f"calibrated validation model on {data_version}", cal)[1]
+    )
     p_val = val_model.predict_proba(r_val)
     choice = choose_threshold(
         y_val,
@@ -114,7 +124,7 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
     )
     threshold = choice.threshold
     metrics = classification_metrics(y_val, p_val, threshold=threshold)
-    val_parity = parity(p_val, fitted.predict_proba(x_val)[:, 1], threshold=threshold, tolerance=tolerance)
+    val_parity = parity(p_val, cal.apply(fitted.predict_proba(x_val)[:, 1]), threshold=threshold, tolerance=tolerance)
     _check_parity(val_parity, which="validation model", data_version=data_version, tolerance=tolerance)
 
     # 2. The exported model: the same hyperparameters and seed refitted on every training row.
@@ -124,26 +134,32 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         labels(df, ds, where=train_path),
         where=train_path,
     )
-    model_bytes, model = onnx_of(estimator, f"candidate on {data_version}")
+    model_bytes, model = onnx_of(estimator, f"candidate on {data_version}", cal)
     par = parity(
-        model.predict_proba(r_val), estimator.predict_proba(x_val)[:, 1], threshold=threshold, tolerance=tolerance
+        model.predict_proba(r_val),
+        cal.apply(estimator.predict_proba(x_val)[:, 1]),
+        threshold=threshold,
+        tolerance=tolerance,
     )
     _check_parity(par, which="model", data_version=data_version, tolerance=tolerance)
 
     production_metrics = None
+    production_judged = None
     production = load_production_table(store, paths, data_version, ds)
     if production is not None:
         prod, prod_path = production
-        production_metrics = classification_metrics(
-            labels(prod, ds, where=prod_path),
-            model.predict_proba(readings(prod, ds, where=prod_path)),
-            threshold=threshold,
-        )
+        y_prod = labels(prod, ds, where=prod_path)
+        r_prod = readings(prod, ds, where=prod_path)
+        p_prod = model.predict_proba(r_prod)
+        production_metrics = classification_metrics(y_prod, p_prod, threshold=threshold)
         production_metrics["file"] = store.rel(prod_path)
+        production_judged = (y_prod, estimator.predict_proba(ds.engineer(r_prod, derived=derived))[:, 1], p_prod)
+    calibration = calibration_record(cal, holdout=(y_val, s_val, p_val), production=production_judged)
 
     log.info(
         "trained %s on %s (%d rows; validation model on %d, %d held out): threshold %.2f (%s), "
-        "val f1=%.4f precision=%.4f recall=%.4f cost/1000=%.1f; parity max|dp|=%.2g",
+        "val f1=%.4f precision=%.4f recall=%.4f cost/1000=%.1f; parity max|dp|=%.2g; calibration %s "
+        "(hold-out brier %.4f -> %.4f, ece %.4f -> %.4f)",
         mp.algorithm,
         data_version,
         len(df),
@@ -156,6 +172,11 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         metrics["recall"],
         choice.expected_cost_per_1000,
         par["max_abs_diff"],
+        cal.method,
+        calibration["holdout"]["before"]["brier"],
+        calibration["holdout"]["after"]["brier"],
+        calibration["holdout"]["before"]["ece"],
+        calibration["holdout"]["after"]["ece"],
     )
     if production_metrics:
         log.info(
@@ -170,7 +191,9 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         metrics=metrics,
         production_metrics=production_metrics,
         parity=par,
-        decision=decision_record(choice, fit_rows=len(fit), all_rows=len(df), validation_parity=val_parity),
+        decision=decision_record(
+            choice, fit_rows=len(fit), all_rows=len(df), validation_parity=val_parity, calibration=calibration
+        ),
         data_version=data_version,
         data_files=files,
         config={
@@ -183,6 +206,7 @@ def train_candidate(settings: Settings, *, data_version: str) -> Candidate:
         feature_schema=feature_schema(df, ds, derived=derived),
         training_seconds=round(training_seconds, 3),
         estimator=estimator,
+        calibration=cal,
     )
 
 

@@ -28,7 +28,16 @@ def lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_predict_accepts_dataset_column_names(client):
+def own_threshold(settings, version="v1"):
+    """The threshold the trainer chose for the version (served: deployment.threshold is null in config.yaml)."""
+    from shared.paths import Paths
+    from shared.registry import Registry, model_threshold
+
+    assert settings.deployment.threshold is None
+    return model_threshold(Registry(paths=Paths.from_settings(settings)).metadata(version))
+
+
+def test_predict_accepts_dataset_column_names(client, served):
     r = client.post("/predict", json=DATASET)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -36,7 +45,7 @@ def test_predict_accepts_dataset_column_names(client):
     assert body["model_version"] == "v1"
     assert 0.0 <= body["failure_probability"] <= 1.0
     assert body["prediction"] == int(body["failure_probability"] >= body["threshold"])
-    assert body["threshold"] == 0.5
+    assert body["threshold"] == own_threshold(served)
 
 
 def test_predict_accepts_snake_case_and_agrees_with_dataset_names(client):
@@ -66,7 +75,8 @@ def test_prediction_is_logged_before_the_answer(client, served):
     records = [PredictionRecord.model_validate(x) for x in lines(svc.prediction_log_path)]
     last = records[-1]
     assert last.request_id == r["request_id"]
-    assert last.model_version == "v1" and last.label == r["prediction"] and last.threshold == 0.5
+    assert last.model_version == "v1" and last.label == r["prediction"]
+    assert last.threshold == own_threshold(served)
     assert last.probability == r["failure_probability"]
     assert last.inputs == SNAKE
     assert svc.prediction_log_path.name == "test-1.jsonl"
@@ -177,13 +187,13 @@ def test_a_chunked_body_over_the_limit_is_refused(client, served):
     assert r.status_code == 413
 
 
-def test_batch_predicts_each_row_with_its_own_request_id(client):
+def test_batch_predicts_each_row_with_its_own_request_id(client, served):
     svc = client.app.state.service
     rows = [SNAKE, DATASET, FAILING]
     r = client.post("/predict/batch", json={"readings": rows})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["model_version"] == "v1" and body["threshold"] == 0.5
+    assert body["model_version"] == "v1" and body["threshold"] == own_threshold(served)
     preds = body["predictions"]
     assert len(preds) == 3 and len({p["request_id"] for p in preds}) == 3
     assert preds[0]["failure_probability"] == preds[1]["failure_probability"]

@@ -51,7 +51,9 @@ def by_f1(settings):
 def test_an_identical_candidate_is_kept_by_the_margin(trained, paths, window):
     trained = by_f1(trained)
     v1_bytes, md = Registry(paths=paths).load_verified("v1")
-    result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_version_hint="v2")
+    own = md["decision"]["threshold"]  # the identical model at the identical threshold
+    result = decide(settings=trained, paths=paths, candidate_bytes=v1_bytes, window=window, candidate_version_hint="v2",
+                    candidate_threshold=own)
     assert result.decision == "keep" and not result.promote
     assert result.candidate.scores == result.serving.scores and result.difference == 0.0
     assert result.serving.version == "v1" and result.serving.onnx_sha256 == md["onnx_sha256"]
@@ -61,7 +63,8 @@ def test_an_identical_candidate_is_kept_by_the_margin(trained, paths, window):
     assert "less than the margin" in result.reason
     assert result.interval.low == result.interval.high == 0.0  # the same decisions on every resampled row
     # With no margin, "at least as good" promotes.
-    assert decide(settings=with_gate(trained, margin=0.0), paths=paths, candidate_bytes=v1_bytes, window=window).decision == "promote"
+    assert decide(settings=with_gate(trained, margin=0.0), paths=paths, candidate_bytes=v1_bytes, window=window,
+                  candidate_threshold=own).decision == "promote"
 
 
 def test_a_better_candidate_is_promoted_only_when_config_allows(trained, paths, window):

@@ -105,9 +105,9 @@ def test_onnx_agrees_with_sklearn_on_the_validation_rows(prepped, algorithm):
     ds = settings.dataset
     r = ds.encode(rows)
     p_onnx = load_session(cand.model_bytes, features=ds.feature_names).predict_proba(r)
-    p_sk = cand.estimator.predict_proba(ds.engineer(r, derived=True))[:, 1]
+    p_sk = cand.calibration.apply(cand.estimator.predict_proba(ds.engineer(r, derived=True))[:, 1])
     assert np.max(np.abs(p_onnx - p_sk)) <= 1e-5
-    assert np.array_equal(p_onnx >= 0.5, p_sk >= 0.5)
+    assert np.array_equal(p_onnx >= cand.threshold, p_sk >= cand.threshold)
 
 
 @pytest.mark.parametrize("derived", [True, False])
