@@ -20,7 +20,13 @@ Several processes (inference replicas, the monitor, the CLI) may catch up at onc
 (BEGIN IMMEDIATE) that first checks that the file's committed offset is still the one it read from (else it rolls
 back and reads on from the new offset) and inserts with INSERT OR IGNORE, so a line is indexed once. Readers do not
 wait for writers (WAL). A crash leaves the index at its last committed chunk; the next catch-up reads on from there.
-The file is derived state: removed, it is rebuilt from the logs by the next catch-up. One that is not an SQLite
+Compacted segments (services/monitor/compact.py): once a segment's Parquet files are listed in the Parquet manifest,
+`mark_compacted` moves its `files` row to `compacted` (same id, with the Parquet files' paths) in one transaction, so
+its `records` rows stay joined; a lookup that lands there reads the row back from the Parquet files (filtered by
+request_id and line: shared.logtables) instead of the JSONL. A segment file still on disk (kept, or not yet removed)
+whose head matches its `compacted` row is not indexed again.
+The file is derived state: removed, it is rebuilt from the logs by the next catch-up, and the Parquet manifest's
+segments are indexed again from their Parquet files (`index_parquet`, when the index is new). One that is not an SQLite
 database is reported (ClockworkError naming it and what to do), never overwritten.
 """
 
@@ -56,12 +62,16 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS records (
     request_id TEXT NOT NULL, file INTEGER NOT NULL, start INTEGER NOT NULL, length INTEGER NOT NULL,
     line INTEGER NOT NULL, PRIMARY KEY (request_id, file, start)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS compacted (
+    file INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, head BLOB NOT NULL, parquet TEXT NOT NULL);
 """
 KINDS = ("prediction", "feedback")
 MAX_HITS = 1000  # lines of one kind read back per lookup
 LOOKUP = (
-    "SELECT f.kind, f.name, r.start, r.length, r.line FROM records r JOIN files f ON f.id = r.file "
-    "WHERE r.request_id = ? AND f.kind = ? ORDER BY f.name, r.start LIMIT ?"
+    "SELECT f.kind, f.name, r.start, r.length, r.line, NULL FROM records r JOIN files f ON f.id = r.file "
+    "WHERE r.request_id = ?1 AND f.kind = ?2 UNION ALL "
+    "SELECT c.kind, c.name, r.start, r.length, r.line, c.parquet FROM records r JOIN compacted c ON c.file = r.file "
+    "WHERE r.request_id = ?1 AND c.kind = ?2 ORDER BY 2, 3 LIMIT ?3"
 )
 
 
@@ -104,6 +114,14 @@ def parse_block(block: bytes, start: int, lines: int) -> tuple[list[tuple[str, i
     return out, n
 
 
+def _head(path: Path, head: bytes) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(head))
+    except FileNotFoundError:
+        return b""
+
+
 def catch_up_command(args: object, settings: Settings) -> int:
     """`python -m services.monitor lineage-index`: catch the index up now; what was read, as JSON on stdout."""
     answer(json.dumps(LineageIndex(Paths.from_settings(settings)).catch_up().summary()))
@@ -115,6 +133,7 @@ class LineageIndex:
 
     def __init__(self, paths: Paths) -> None:
         self.path = paths.lineage_index
+        self.volume = paths.volume
         self.dirs = {"prediction": paths.prediction_log_dir, "feedback": paths.feedback_log_dir}
 
     @contextmanager
@@ -161,6 +180,7 @@ class LineageIndex:
                 return self.catch_up(con)
         stats = CatchUpStats()
         known = {(k, n): size for k, n, size in con.execute("SELECT kind, name, size FROM files")}
+        compacted = {(k, n): head for k, n, head in con.execute("SELECT kind, name, head FROM compacted")}
         seen = set()
         for kind, directory in self.dirs.items():
             if not directory.is_dir():
@@ -171,6 +191,9 @@ class LineageIndex:
                     size = path.stat().st_size
                 except FileNotFoundError:
                     continue
+                if (kind, path.name) in compacted and (kind, path.name) not in known:
+                    if _head(path, compacted[(kind, path.name)]) == compacted[(kind, path.name)]:
+                        continue  # compacted, kept (or not yet removed): its lines are indexed already
                 if known.get((kind, path.name)) != size:
                     before = stats.bytes
                     self._catch_up_file(con, kind, path, stats)
@@ -237,6 +260,38 @@ class LineageIndex:
                 stats.bytes += cut
                 stats.rows += len(found)
 
+    def indexed_to(self, kind: str, name: str) -> int | None:
+        """The committed offset of a segment (None: not indexed; -1: compacted already)."""
+        with self.connect() as con:
+            row = con.execute("SELECT size FROM files WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            if (
+                row is None
+                and con.execute("SELECT 1 FROM compacted WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            ):
+                return -1
+        return None if row is None else row[0]
+
+    def mark_compacted(self, kind: str, name: str, parquet: list[str]) -> bool:
+        """Move a segment's `files` row to `compacted` (its lines now read from `parquet`, paths relative to the
+        volume). False if it had no `files` row (moved already, or never indexed)."""
+        with self.connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute("SELECT id, head FROM files WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+                if row is not None:
+                    con.execute("DELETE FROM compacted WHERE kind = ? AND name = ?", (kind, name))
+                    con.execute(
+                        "INSERT INTO compacted VALUES (?, ?, ?, ?, ?)",
+                        (row[0], kind, name, row[1], json.dumps(parquet)),
+                    )
+                    con.execute("DELETE FROM files WHERE id = ?", (row[0],))
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return row is not None
+
     def find(self, request_id: str) -> list[Hit]:
         """Catch up, then the log lines that name `request_id` (by kind, file name and offset), each read back: at
         most MAX_HITS of each kind (an id is logged once; a log full of copies of one line must not make a lookup
@@ -254,7 +309,10 @@ class LineageIndex:
         hits: list[Hit] = []
         files: dict[Path, BinaryIO | None] = {}
         try:
-            for kind, name, start, length, line in rows:
+            for kind, name, start, length, line, parquet in rows:
+                if parquet is not None:
+                    hits += self._from_parquet(kind, json.loads(parquet), request_id, line)
+                    continue
                 path = self.dirs[kind] / name
                 if path not in files:
                     try:
@@ -272,3 +330,21 @@ class LineageIndex:
                 if f:
                     f.close()
         return hits
+
+    def _from_parquet(self, kind: str, parquet: list[str], request_id: str, line: int) -> list[Hit]:
+        """The line `line` of a compacted segment, read back from its Parquet files (a file removed by retention
+        is skipped: the record is gone)."""
+        from shared import logtables  # pyarrow only where a compacted segment is read
+
+        for rel in parquet:
+            path = self.volume / rel
+            try:
+                found = logtables.find_rows(path, request_id, line)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                log.warning("lineage index: cannot read %s: %s", path, e)
+                continue
+            if found:
+                return [Hit(kind, path, line, logtables.to_line(kind, found[0], path))]
+        return []
