@@ -16,7 +16,7 @@ from shared.atomic import sha256_file
 from shared.lineage import lineage
 from shared.lineage_index import LineageIndex
 from shared.paths import Paths, segment_name
-from tests.monitor.helpers import T0, append, day2, open_store, prediction_lines
+from tests.monitor.helpers import T0, append, day2, open_store, prediction_lines, stamp
 
 NOW = T0 + timedelta(hours=3)  # the same UTC day as the records: only rotated segments are closed
 
@@ -26,12 +26,18 @@ def with_logs(paths: Paths, **logs) -> Paths:
     return Paths.from_settings(s.model_copy(update={"logs": s.logs.model_copy(update=logs)}))
 
 
-def write_segments(paths: Paths, n: int = 120, *, versions=("v1",)) -> tuple[list[dict], list[dict], list[str]]:
+def write_segments(
+    paths: Paths, n: int = 120, *, versions=("v1",), spacing_s: float = 1.0
+) -> tuple[list[dict], list[dict], list[str]]:
     """Instance i1: predictions in two segments (the first closed), all labels in the first feedback segment and
-    one in an open second one. Returns (prediction records, feedback records, request ids)."""
+    one in an open second one; each version serves every len(versions)-th row; rows `spacing_s` apart, each label
+    half a second after its prediction. Returns (prediction records, feedback records, request ids)."""
     preds, fbs, ids = prediction_lines(paths, day2(paths, "natural").head(n))
-    records = [json.loads(x) | {"model_version": versions[i % len(versions)]} for i, x in enumerate(preds)]
+    records = [json.loads(x) | {"model_version": versions[i % len(versions)], "time": stamp(i * spacing_s)}
+               for i, x in enumerate(preds)]  # fmt: skip
+    labels = [json.loads(x) | {"time": stamp(i * spacing_s + 0.5)} for i, x in enumerate(fbs)]
     preds = [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in records]  # as if served by each version
+    fbs = [json.dumps(r, sort_keys=True, separators=(",", ":")) for r in labels]
     half = len(preds) // 2
     append(paths.prediction_log(segment_name("i1", 0)[:-6]), preds[:half])
     append(paths.prediction_log_dir / segment_name("i1", 1), preds[half:])
