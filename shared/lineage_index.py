@@ -25,8 +25,9 @@ Compacted segments (services/monitor/compact.py): once a segment's Parquet files
 its `records` rows stay joined; a lookup that lands there reads the row back from the Parquet files (filtered by
 request_id and line: shared.logtables) instead of the JSONL. A segment file still on disk (kept, or not yet removed)
 whose head matches its `compacted` row is not indexed again.
-The file is derived state: removed, it is rebuilt from the logs by the next catch-up, and the Parquet manifest's
-segments are indexed again from their Parquet files (`index_parquet`, when the index is new). One that is not an SQLite
+The file is derived state: removed, it is rebuilt from the logs by the next catch-up, the compacted segments from the
+Parquet manifest's entries and their files (shared/lineage_parquet.py: each catch-up reads what was appended to the
+manifest; an entry whose segment is indexed already, as JSONL or compacted, is skipped). One that is not an SQLite
 database is reported (ClockworkError naming it and what to do), never overwritten.
 """
 
@@ -43,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from shared import lineage_parquet
 from shared.cli import answer
 from shared.config import Settings
 from shared.errors import ClockworkError
@@ -64,6 +66,7 @@ CREATE TABLE IF NOT EXISTS records (
     line INTEGER NOT NULL, PRIMARY KEY (request_id, file, start)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS compacted (
     file INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, head BLOB NOT NULL, parquet TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 KINDS = ("prediction", "feedback")
 MAX_HITS = 1000  # lines of one kind read back per lookup
@@ -134,6 +137,7 @@ class LineageIndex:
     def __init__(self, paths: Paths) -> None:
         self.path = paths.lineage_index
         self.volume = paths.volume
+        self.manifest = paths.parquet_manifest
         self.dirs = {"prediction": paths.prediction_log_dir, "feedback": paths.feedback_log_dir}
 
     @contextmanager
@@ -180,7 +184,7 @@ class LineageIndex:
                 return self.catch_up(con)
         stats = CatchUpStats()
         known = {(k, n): size for k, n, size in con.execute("SELECT kind, name, size FROM files")}
-        compacted = {(k, n): head for k, n, head in con.execute("SELECT kind, name, head FROM compacted")}
+        compacted = {(k, n): h for k, n, h in con.execute("SELECT kind, name, head FROM compacted ORDER BY file")}
         seen = set()
         for kind, directory in self.dirs.items():
             if not directory.is_dir():
@@ -201,6 +205,7 @@ class LineageIndex:
         for kind, name in sorted(set(known) - seen):
             con.execute("DELETE FROM files WHERE kind = ? AND name = ?", (kind, name))
             stats.removed.append(str(self.dirs[kind] / name))
+        stats.rows += lineage_parquet.index_manifest(con, self.manifest, self.volume)
         if stats.files or stats.removed:
             log.info("lineage index %s: %s", self.path, stats.summary())
         return stats
@@ -279,7 +284,6 @@ class LineageIndex:
             try:
                 row = con.execute("SELECT id, head FROM files WHERE kind = ? AND name = ?", (kind, name)).fetchone()
                 if row is not None:
-                    con.execute("DELETE FROM compacted WHERE kind = ? AND name = ?", (kind, name))
                     con.execute(
                         "INSERT INTO compacted VALUES (?, ?, ?, ?, ?)",
                         (row[0], kind, name, row[1], json.dumps(parquet)),
@@ -311,7 +315,7 @@ class LineageIndex:
         try:
             for kind, name, start, length, line, parquet in rows:
                 if parquet is not None:
-                    hits += self._from_parquet(kind, json.loads(parquet), request_id, line)
+                    hits += lineage_parquet.read_back(self.volume, kind, json.loads(parquet), request_id, line)
                     continue
                 path = self.dirs[kind] / name
                 if path not in files:
@@ -330,21 +334,3 @@ class LineageIndex:
                 if f:
                     f.close()
         return hits
-
-    def _from_parquet(self, kind: str, parquet: list[str], request_id: str, line: int) -> list[Hit]:
-        """The line `line` of a compacted segment, read back from its Parquet files (a file removed by retention
-        is skipped: the record is gone)."""
-        from shared import logtables  # pyarrow only where a compacted segment is read
-
-        for rel in parquet:
-            path = self.volume / rel
-            try:
-                found = logtables.find_rows(path, request_id, line)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                log.warning("lineage index: cannot read %s: %s", path, e)
-                continue
-            if found:
-                return [Hit(kind, path, line, logtables.to_line(kind, found[0], path))]
-        return []

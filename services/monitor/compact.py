@@ -146,9 +146,10 @@ class Compactor:
     def _one(self, seg: Segment, store: MonitorStore, done: dict[str, CompactionEntry], out: CompactSummary) -> None:
         rel = self.rel(seg.path)
         entry = done.get(rel)
+        if entry is not None and self.settings.logs.keep_segments:
+            if self.index.indexed_to(seg.kind, seg.path.name) == -1 and _size(seg.path) == entry.segment_bytes:
+                return  # compacted and kept (the index matched its head): nothing left to do, nothing to hash
         if entry is not None and self._same(seg, entry):
-            if self.settings.logs.keep_segments and self.index.indexed_to(seg.kind, seg.path.name) == -1:
-                return  # compacted and kept: nothing left to do
             self.finish(seg, entry, store)
             out.finished.append(rel)
             return
@@ -327,6 +328,13 @@ def _idle_since_before(path: Path, today: str) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1
 
 
 def _sha256_or_none(path: Path) -> str | None:

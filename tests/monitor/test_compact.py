@@ -165,9 +165,35 @@ def test_lineage_finds_a_compacted_request_in_parquet(trained):
     assert [f["label"] for f in after["feedback"]] == [fbs[3]["label"]]
     assert after["model"] == before["model"]
     assert after["deployment"] == before["deployment"]
-    # A deleted index is rebuilt from the logs: the open segments are found again.
-    paths.lineage_index.unlink()
+    # A deleted index is rebuilt: the open segments from the logs, the compacted ones from the Parquet manifest.
+    for p in paths.lineage_index.parent.glob(paths.lineage_index.name + "*"):
+        p.unlink()
     assert lineage(paths, ids[-1])["prediction"]["request_id"] == ids[-1]
+    rebuilt = lineage(paths, ids[3])
+    assert rebuilt["prediction"] == after["prediction"] and rebuilt["feedback"] == after["feedback"]
+
+
+def test_malformed_lines_are_kept_verbatim_and_kept_segments_are_not_compacted_twice(trained):
+    paths = with_logs(Paths.from_settings(trained), keep_segments=True)
+    write_segments(paths)
+    segment = paths.prediction_log("i1")
+    append(segment, ['{"not": "a record"}'])
+    with open(segment, "ab") as f:
+        f.write(b'{"torn": ')  # a writer killed mid-line left this; a later process opened a new segment
+    rows = segment.read_bytes().count(b"\n") - 1
+    out = ingest_and_compact(paths)
+    assert "logs/predictions/i1.jsonl" in out.segments and segment.exists()  # kept
+    entry = next(e for e in manifest(paths) if e["segment"] == "logs/predictions/i1.jsonl")
+    assert entry["rows"] == rows and entry["malformed"] == 2
+    bad = [json.loads(x) for x in (paths.volume / entry["malformed_file"]["path"]).read_text().splitlines()]
+    assert [(b["line"], b["text"]) for b in bad] == [(rows + 1, '{"not": "a record"}'), (rows + 2, '{"torn": ')]
+    assert sha256_file(paths.volume / entry["malformed_file"]["path"]) == entry["malformed_file"]["sha256"]
+    before = paths.parquet_manifest.read_text()
+    again = ingest_and_compact(paths)
+    assert not again.segments and not again.finished and paths.parquet_manifest.read_text() == before
+    # the kept segment is not indexed a second time: one hit per request
+    rid = json.loads(segment.read_bytes().splitlines()[0])["request_id"]
+    assert len([h for h in LineageIndex(paths).find(rid) if h.kind == "prediction"]) == 1
 
 
 def test_retention_removes_old_day_partitions_and_records_it(trained):
