@@ -118,14 +118,30 @@ def utc_day(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
 
 
-def check_not_held(path: str | os.PathLike) -> None:
-    """Before a server starts: ClockworkError (one line) if another running instance holds the log at `path`
-    (the newest segment of the log whose first segment is `path`).
+def segment_to_open(base: Path, *, rotate_daily: bool) -> tuple[int, Path, str | None]:
+    """(number, path, UTC day of its records or None) of the segment a process starting now appends to: the newest
+    one, or (rotate_daily) the next one if the newest was last written on an earlier UTC day."""
+    found = segments(base)
+    if not found:
+        return 0, base, None
+    number, path = found[-1]
+    st = path.stat()
+    if not st.st_size:
+        return number, path, None
+    day = utc_day(st.st_mtime)
+    if rotate_daily and day < utc_day(time.time()):
+        # yesterday's segment stays closed: this process starts the next one
+        return number + 1, base.with_name(segment_name(base.name.removesuffix(".jsonl"), number + 1)), None
+    return number, path, day
+
+
+def check_not_held(path: str | os.PathLike, *, rotate_daily: bool = False) -> None:
+    """Before a server starts: ClockworkError (one line) if another running instance holds the segment a process
+    would append to (`segment_to_open` of the log whose first segment is `path`).
 
     The lock is taken and released at once; RecordLog takes it for good when the service starts.
     """
-    found = segments(Path(path))
-    p = found[-1][1] if found else Path(path)
+    p = segment_to_open(Path(path), rotate_daily=rotate_daily)[1]
     if not p.exists():
         return
     fd = os.open(p, os.O_WRONLY | os.O_APPEND)
@@ -150,16 +166,7 @@ class RecordLog:
         self.base.parent.mkdir(parents=True, exist_ok=True)
         self.rotate_bytes = rotate_bytes
         self.rotate_daily = rotate_daily
-        found = segments(self.base)
-        self.number, self.path = found[-1] if found else (0, self.base)
-        self.day: str | None = None  # the UTC day of the open segment's records (rotate_daily)
-        if found and rotate_daily:
-            st = self.path.stat()
-            if st.st_size and utc_day(st.st_mtime) < utc_day(time.time()):
-                self.number += 1  # yesterday's segment stays closed: this process starts the next one
-                self.path = self.base.with_name(segment_name(self.base.name.removesuffix(".jsonl"), self.number))
-            elif st.st_size:
-                self.day = utc_day(st.st_mtime)
+        self.number, self.path, self.day = segment_to_open(self.base, rotate_daily=rotate_daily)
         self.fd = self._open(self.path)
         self._terminate_partial_line()
         self.size = os.fstat(self.fd).st_size

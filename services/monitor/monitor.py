@@ -149,9 +149,11 @@ class Monitor:
 
     def compact_logs(self, store: MonitorStore) -> None:
         """A cycle's compaction step: a failure is logged and the cycle goes on (the segments wait for the next)."""
+        from pyarrow.lib import ArrowException
+
         try:
             Compactor(settings=self.settings, paths=self.paths).run(store)
-        except (ClockworkError, OSError) as e:
+        except (ClockworkError, OSError, ArrowException) as e:
             log.error("compaction failed (the segments stay as they are until the next cycle): %s", e)
 
     @staticmethod

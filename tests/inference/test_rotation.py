@@ -71,7 +71,13 @@ def test_a_restart_after_the_day_changed_leaves_the_old_segment_closed(tmp_path)
     yesterday = time.time() - 86400
     os.utime(old, (yesterday, yesterday))
     size = old.stat().st_size
+    fd = os.open(old, os.O_RDONLY)  # the monitor's compactor holds yesterday's segment: a start is not refused
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    check_not_held(old, rotate_daily=True)
+    with pytest.raises(ClockworkError, match="another running instance"):
+        check_not_held(old, rotate_daily=False)
     log = FeedbackLog(tmp_path / "f.jsonl", rotate_daily=True)
+    os.close(fd)
     assert log.path.name == "f@000001.jsonl"
     log.append(DAY2, "b", 0)
     log.close()

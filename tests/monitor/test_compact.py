@@ -229,3 +229,15 @@ def test_an_idle_instance_newest_segment_of_an_earlier_day_is_compacted(trained)
         assert "logs/feedback/i1@000001.jsonl" not in out.segments
     finally:
         os.close(fd)
+
+
+def test_the_compact_command_answers_what_it_did(trained, capsys):
+    from services.monitor.__main__ import main
+
+    paths = Paths.from_settings(trained)
+    write_segments(paths)
+    with open_store(paths) as store:
+        Ingestor(paths=paths, dataset=paths.settings.dataset, window_size=500, drift_window=500).run(store)
+    assert main(["compact", "--config", str(trained.config_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert sorted(out["segments"]) == ["logs/feedback/i1.jsonl", "logs/predictions/i1.jsonl"] and out["files"] == 2
