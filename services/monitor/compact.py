@@ -159,7 +159,7 @@ class Compactor:
         if read_to < end:
             out.waiting[rel] = f"the monitor has read {read_to} of {end} bytes"
             return
-        if indexed is None or 0 <= indexed < end:
+        if end and (indexed is None or 0 <= indexed < end):  # (a segment without a whole line has no files row)
             out.waiting[rel] = f"the lineage index has indexed {indexed or 0} of {end} bytes"
             return
         entry = self.write(seg)

@@ -66,11 +66,14 @@ def test_compaction_round_trip_rows_types_and_manifest_sha256(trained):
     first = paths.prediction_log("i1")
     lines = first.read_bytes().count(b"\n")
     segment_sha = sha256_file(first)
+    empty = paths.prediction_log_dir / "i2.jsonl"  # a segment whose writer never wrote (closed by i2@000001)
+    empty.touch()
+    (paths.prediction_log_dir / segment_name("i2", 1)).touch()
     out = ingest_and_compact(paths)
-    assert sorted(out.segments) == ["logs/feedback/i1.jsonl", "logs/predictions/i1.jsonl"]
-    assert not first.exists() and not paths.feedback_log("i1").exists()  # compacted, removed
+    assert sorted(out.segments) == ["logs/feedback/i1.jsonl", "logs/predictions/i1.jsonl", "logs/predictions/i2.jsonl"]
+    assert not first.exists() and not paths.feedback_log("i1").exists() and not empty.exists()  # compacted, removed
     assert (paths.prediction_log_dir / segment_name("i1", 1)).exists()  # the open segment stays
-    entries = {e["kind"]: e for e in manifest(paths)}
+    entries = {e["kind"]: e for e in manifest(paths) if e["segment"] != "logs/predictions/i2.jsonl"}
     pred_entry = entries["prediction"]
     assert pred_entry["segment_sha256"] == segment_sha and pred_entry["rows"] == lines and pred_entry["malformed"] == 0
     for f in pred_entry["files"] + entries["feedback"]["files"]:
