@@ -117,12 +117,17 @@ def parse_block(block: bytes, start: int, lines: int) -> tuple[list[tuple[str, i
     return out, n
 
 
-def _head(path: Path, head: bytes) -> bytes:
+def _compacted_file(compacted: dict[tuple[str, str], bytes], kind: str, path: Path) -> bool:
+    """Is the file at `path` the segment the newest `compacted` row of its name came from (its first line the same)?
+    A row rebuilt from the manifest has no head: a file of that name on disk now is a later one."""
+    head = compacted.get((kind, path.name))
+    if not head:
+        return False
     try:
         with open(path, "rb") as f:
-            return f.read(len(head))
+            return f.read(len(head)) == head
     except FileNotFoundError:
-        return b""
+        return False
 
 
 def catch_up_command(args: object, settings: Settings) -> int:
@@ -195,9 +200,8 @@ class LineageIndex:
                     size = path.stat().st_size
                 except FileNotFoundError:
                     continue
-                if (kind, path.name) in compacted and (kind, path.name) not in known:
-                    if _head(path, compacted[(kind, path.name)]) == compacted[(kind, path.name)]:
-                        continue  # compacted, kept (or not yet removed): its lines are indexed already
+                if (kind, path.name) not in known and _compacted_file(compacted, kind, path):
+                    continue  # compacted, kept (or not yet removed): its lines are indexed already
                 if known.get((kind, path.name)) != size:
                     before = stats.bytes
                     self._catch_up_file(con, kind, path, stats)
@@ -266,8 +270,16 @@ class LineageIndex:
                 stats.rows += len(found)
 
     def indexed_to(self, kind: str, name: str) -> int | None:
-        """The committed offset of a segment (None: not indexed; -1: compacted already)."""
+        """The committed offset of a segment, caught up first (None: not indexed; -1: compacted already). Reads that
+        one file only: a compaction never pays for the open segments' new lines."""
         with self.connect() as con:
+            path = self.dirs[kind] / name
+            newest = con.execute(
+                "SELECT head FROM compacted WHERE kind = ? AND name = ? ORDER BY file DESC LIMIT 1", (kind, name)
+            ).fetchone()
+            compacted = {(kind, name): newest[0]} if newest else {}
+            if path.is_file() and not _compacted_file(compacted, kind, path):
+                self._catch_up_file(con, kind, path, CatchUpStats())
             row = con.execute("SELECT size FROM files WHERE kind = ? AND name = ?", (kind, name)).fetchone()
             if (
                 row is None

@@ -2,7 +2,8 @@
 
 A segment (services/inference/logs.py) is closed when its instance has a newer one, or (logs.rotate_daily) when it is
 from an earlier UTC day and no process holds it. A closed segment is compacted once the monitor's store has read it to
-its last complete line AND the lineage index has indexed it that far. Per segment:
+its last complete line AND the lineage index has indexed it that far (the index catches up on that file alone: a
+compaction never reads the open segments). Per segment:
 1. its lines are parsed into the kind's columns (shared.logtables) and written, one Parquet file per partition
    (`day`, and `model_version` for predictions), each to a fixed temp name, fsynced and renamed to
    `part-<segment stem>.parquet` (a re-run writes the same names: never a second copy of a row); lines that are not
@@ -88,7 +89,6 @@ class Compactor:
         manifest = self.paths.parquet_manifest
         try:
             with locked(manifest, blocking=False):
-                self.index.catch_up()
                 done = self.listed()
                 for seg in self.closed_segments(now):
                     try:
