@@ -70,11 +70,16 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 KINDS = ("prediction", "feedback")
 MAX_HITS = 1000  # lines of one kind read back per lookup
+# Two queries, each stopping at its LIMIT (one UNION would sort every copy of a line before its LIMIT applies); the
+# second walks the compacted segments (few) and seeks each one's rows (CROSS JOIN fixes that order in SQLite), never
+# every row of the request id.
 LOOKUP = (
     "SELECT f.kind, f.name, r.start, r.length, r.line, NULL FROM records r JOIN files f ON f.id = r.file "
-    "WHERE r.request_id = ?1 AND f.kind = ?2 UNION ALL "
-    "SELECT c.kind, c.name, r.start, r.length, r.line, c.parquet FROM records r JOIN compacted c ON c.file = r.file "
-    "WHERE r.request_id = ?1 AND c.kind = ?2 ORDER BY 2, 3 LIMIT ?3"
+    "WHERE r.request_id = ? AND f.kind = ? ORDER BY f.name, r.start LIMIT ?"
+)
+LOOKUP_COMPACTED = (
+    "SELECT c.kind, c.name, r.start, r.length, r.line, c.parquet FROM compacted c CROSS JOIN records r "
+    "ON r.request_id = ?1 AND r.file = c.file WHERE c.kind = ?2 ORDER BY c.name, r.start LIMIT ?3"
 )
 
 
@@ -317,6 +322,7 @@ class LineageIndex:
             rows = []
             for kind in KINDS:
                 found = con.execute(LOOKUP, (request_id, kind, MAX_HITS + 1)).fetchall()
+                found = sorted(found + con.execute(LOOKUP_COMPACTED, (request_id, kind, MAX_HITS + 1)).fetchall())
                 if len(found) > MAX_HITS:
                     log.warning("lineage index: more than %d %s lines name %r: the first %d are read", MAX_HITS,
                                 kind, request_id, MAX_HITS)  # fmt: skip
