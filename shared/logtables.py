@@ -74,35 +74,88 @@ def partition_values(path: Path) -> dict[str, str]:
     return out
 
 
+_PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
+_FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
+_NUMBER = (float, int)
+
+
 class RowParser:
     """One log line -> (partition values, row of the kind's columns); ValueError (or pydantic's ValidationError)
-    names what is wrong with a line that is not a valid record."""
+    names what is wrong with a line that is not a valid record. A line in the writer's usual shape is read with
+    orjson and checked field by field; any other goes through the record's schema (both accept the same lines)."""
 
     def __init__(self, kind: str, dataset: DatasetConfig) -> None:
         self.kind = kind
-        self.features = dataset.features
+        self.features = [(c.name, frozenset(c.levels) if isinstance(c, CategoricalColumn) else None)
+                         for c in dataset.features]  # fmt: skip
+        self._time: tuple[str, datetime, str] = ("", datetime.min, "")  # the last time text, parsed, its day
 
     def __call__(self, line: bytes, line_no: int) -> tuple[tuple[str, ...], dict[str, Any]]:
+        row = self._fast(line, line_no)
+        if row is not None:
+            return row
         if self.kind == "feedback":
             fb = FeedbackRecord.model_validate_json(line)
-            t = parse_utc(fb.time)
-            row = {"time": t, "request_id": fb.request_id, "label": fb.label, "source_line": line_no}
-            return (t.strftime("%Y-%m-%d"),), row
+            t, day = self._parse_time(fb.time)
+            return (day,), {"time": t, "request_id": fb.request_id, "label": fb.label, "source_line": line_no}
         rec = PredictionRecord.model_validate_json(line)
-        t = parse_utc(rec.time)
-        row = {"time": t, "request_id": rec.request_id}
-        for c in self.features:
-            v = rec.inputs.get(c.name)
-            if isinstance(c, CategoricalColumn):
-                if not isinstance(v, str) or v not in c.levels:
-                    raise ValueError(f"inputs.{c.name}: {v!r} is not one of its levels {c.levels}")
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"inputs.{c.name}: {v!r} is not a finite number")
-            row[c.name] = v
+        t, day = self._parse_time(rec.time)
+        out: dict[str, Any] = {"time": t, "request_id": rec.request_id}
+        for name, levels in self.features:
+            v = rec.inputs.get(name)
+            if levels is not None:
+                if not isinstance(v, str) or v not in levels:
+                    raise ValueError(f"inputs.{name}: {v!r} is not one of its levels {sorted(levels)}")
+            elif isinstance(v, bool) or not isinstance(v, _NUMBER) or not math.isfinite(v):
+                raise ValueError(f"inputs.{name}: {v!r} is not a finite number")
+            out[name] = v
         if not math.isfinite(rec.probability):
             raise ValueError("probability is not a finite number")
-        row |= {"probability": rec.probability, "label": rec.label, "threshold": rec.threshold, "source_line": line_no}
-        return (t.strftime("%Y-%m-%d"), rec.model_version), row
+        if rec.label not in (0, 1):
+            raise ValueError(f"label {rec.label!r} is not 0 or 1")
+        out |= {"probability": rec.probability, "label": rec.label, "threshold": rec.threshold, "source_line": line_no}
+        return (day, rec.model_version), out
+
+    def _fast(self, line: bytes, line_no: int) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+        """The row of a line in the usual shape, or None (the caller then goes through the schema)."""
+        try:
+            d = orjson.loads(line)
+            if type(d) is not dict or type(d.get("time")) is not str or type(d.get("request_id")) is not str:
+                return None
+            if self.kind == "feedback":
+                if d.keys() != _FEEDBACK_KEYS or d["label"] not in (0, 1) or type(d["label"]) is not int:
+                    return None
+                t, day = self._parse_time(d["time"])
+                return (day,), {"time": t, "request_id": d["request_id"], "label": d["label"], "source_line": line_no}
+            if d.keys() != _PREDICTION_KEYS or type(d["model_version"]) is not str or d["label"] not in (0, 1):
+                return None
+            if type(d["label"]) is not int:
+                return None
+            inputs, prob, threshold = d["inputs"], d["probability"], d["threshold"]
+            if type(inputs) is not dict or type(prob) not in _NUMBER or type(threshold) not in _NUMBER:
+                return None
+            if prob - prob != 0.0:
+                return None  # not finite
+            t, day = self._parse_time(d["time"])
+            out: dict[str, Any] = {"time": t, "request_id": d["request_id"]}
+            for name, levels in self.features:
+                v = inputs[name]
+                if levels is None:
+                    if type(v) not in _NUMBER or v - v != 0.0:
+                        return None
+                elif type(v) is not str or v not in levels:
+                    return None
+                out[name] = v
+            out |= {"probability": prob, "label": d["label"], "threshold": threshold, "source_line": line_no}
+            return (day, d["model_version"]), out
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError):
+            return None
+
+    def _parse_time(self, text: str) -> tuple[datetime, str]:
+        if text != self._time[0]:
+            t = parse_utc(text)
+            self._time = (text, t, t.strftime("%Y-%m-%d"))
+        return self._time[1], self._time[2]
 
 
 def to_table(rows: list[dict[str, Any]], table_schema: pa.Schema) -> pa.Table:

@@ -244,3 +244,20 @@ def test_the_compact_command_answers_what_it_did(trained, capsys):
     assert main(["compact", "--config", str(trained.config_path)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert sorted(out["segments"]) == ["logs/feedback/i1.jsonl", "logs/predictions/i1.jsonl"] and out["files"] == 2
+
+
+def test_the_row_parser_accepts_and_refuses_what_the_schemas_do(trained):
+    from pydantic import ValidationError
+
+    from shared.logtables import RowParser
+
+    paths = Paths.from_settings(trained)
+    preds, fbs, _ = prediction_lines(paths, day2(paths, "natural").head(2))
+    parse, good = RowParser("prediction", trained.dataset), json.loads(preds[0])
+    part, row = parse(preds[0].encode(), 7)
+    assert part == ("2026-01-01", "v1") and row["source_line"] == 7 and row["torque_nm"] == good["inputs"]["torque_nm"]
+    assert RowParser("feedback", trained.dataset)(fbs[0].encode(), 1)[1]["label"] == json.loads(fbs[0])["label"]
+    for bad in (good | {"label": 2}, good | {"probability": "x"}, good | {"extra": 1},
+                good | {"inputs": good["inputs"] | {"type": "Q"}}, good | {"inputs": {}}, good | {"time": "yesterday"}):
+        with pytest.raises((ValidationError, ValueError)):
+            parse(json.dumps(bad).encode(), 1)
