@@ -261,3 +261,32 @@ def test_the_row_parser_accepts_and_refuses_what_the_schemas_do(trained):
                 good | {"inputs": good["inputs"] | {"type": "Q"}}, good | {"inputs": {}}, good | {"time": "yesterday"}):
         with pytest.raises((ValidationError, ValueError)):
             parse(json.dumps(bad).encode(), 1)
+
+
+def test_served_requests_rotate_compact_in_a_cycle_and_lineage_answers_from_parquet(trained, redis_client):
+    """The real service with a small rotation bound, a monitor cycle compacting, GET /lineage over HTTP."""
+    from fastapi.testclient import TestClient
+
+    from services.inference.app import create_app
+    from services.monitor.monitor import Monitor
+    from tests.inference.test_api import SNAKE
+
+    settings = with_logs(Paths.from_settings(trained), rotate_bytes=1500).settings
+    paths = Paths.from_settings(settings)
+    with TestClient(create_app(settings, instance_id="rot-1", api_key=None)) as client:
+        ids = [client.post("/predict", json=SNAKE).json()["request_id"] for _ in range(12)]
+        assert client.post("/feedback", json={"request_id": ids[0], "label": 1}).status_code == 200
+        segments = sorted(p.name for p in paths.prediction_log_dir.glob("rot-1*.jsonl"))
+        assert len(segments) >= 3 and segments[0] == "rot-1.jsonl"
+        Monitor(settings=settings, redis_client=redis_client).cycle()
+        assert not paths.prediction_log("rot-1").exists()  # closed, read, indexed: compacted and removed
+        assert len(list(paths.prediction_log_dir.glob("rot-1*.jsonl"))) == 1  # the open segment stays
+        listed = [e for e in manifest(paths) if e["kind"] == "prediction"]
+        still_open = (paths.prediction_log_dir / segments[-1]).read_bytes().count(b"\n")
+        assert sum(e["rows"] for e in listed) == 12 - still_open
+        answer = client.get(f"/lineage/{ids[0]}")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["prediction"]["request_id"] == ids[0] and body["prediction"]["log"].endswith(".parquet")
+        assert body["prediction"]["inputs"] == SNAKE and [f["label"] for f in body["feedback"]] == [1]
+        assert client.get(f"/lineage/{ids[-1]}").json()["prediction"]["log"].endswith(".jsonl")

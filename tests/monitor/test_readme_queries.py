@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import duckdb  # requirements-dev.txt: the test must run, never skip
 import pandas as pd
 import pytest
 
@@ -11,7 +12,6 @@ from shared.paths import Paths
 from tests.conftest import ROOT
 from tests.monitor.test_compact import ingest_and_compact, write_segments
 
-duckdb = pytest.importorskip("duckdb")
 
 
 def readme_queries() -> list[str]:
