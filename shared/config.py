@@ -21,6 +21,7 @@ from shared.sections import (  # noqa: F401 - re-exported: the config schema, im
     DATA_VERSION_RE,
     LOG_COLUMNS,
     MODEL_VERSION_RE,
+    PARQUET_COLUMNS,
     BootstrapConfig,
     CoalesceConfig,
     ConsoleConfig,
@@ -34,6 +35,7 @@ from shared.sections import (  # noqa: F401 - re-exported: the config schema, im
     FeaturesConfig,
     Fraction,
     GateConfig,
+    LogsConfig,
     ModelParams,
     MonitoringConfig,
     PosFloat,
@@ -73,6 +75,7 @@ class Settings(_Strict):
     decision: DecisionConfig
     registry: RegistryConfig
     deployment: DeploymentConfig
+    logs: LogsConfig
     security: SecurityConfig
     monitoring: MonitoringConfig
     redis: RedisConfig
@@ -108,6 +111,11 @@ class Settings(_Strict):
         taken = sorted({*ds.feature_names, ds.label.name} & set(LOG_COLUMNS))
         if taken:
             raise ValueError(f"dataset: {taken} name the logs' own columns {list(LOG_COLUMNS)}; rename the feature")
+        taken = sorted(set(ds.feature_names) & set(PARQUET_COLUMNS))
+        if taken:
+            raise ValueError(
+                f"dataset: features {taken} name columns of the logs' Parquet form {list(PARQUET_COLUMNS)}; rename them"
+            )
         for i, r in enumerate(self.data.day2.recipes):
             where = f"data.day2.recipes.{i}.column"
             if r.column not in ds.feature_names:

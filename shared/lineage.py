@@ -1,7 +1,8 @@
 """Lineage: from one request_id back to the raw file and the code.
 
 prediction (prediction log) + its label (feedback log), found through the lineage index (shared/lineage_index.py:
-caught up with what was appended to the logs, then one read per line: the cost does not grow with history); a
+caught up with what was appended to the logs, then one read per line, or per Parquet file of a compacted segment:
+the cost does not grow with history); a
 malformed prediction line is an error naming file:line, a malformed feedback line goes under `problems`
  -> model version: metrics, onnx sha256, git commit, the trigger and gate that produced it
  -> what the deployment log says was serving when it answered (deployment_log.csv)
@@ -23,7 +24,7 @@ from shared.datastore import DataStore
 from shared.deploylog import serving_at
 from shared.errors import DataValidationError, NotFoundError, explain
 from shared.lineage_index import Hit, LineageIndex
-from shared.paths import Paths
+from shared.paths import Paths, instance_of
 from shared.registry import Registry
 from shared.schemas import FeedbackRecord, ManifestEntry, PredictionRecord
 
@@ -141,7 +142,7 @@ def lineage(paths: Paths, request_id: str) -> dict:
             "gate": md.get("gate"),
             "metadata_file": store.rel(paths.metadata_file(md["version"])),
         },
-        "deployment": serving_at(paths, pred.time, instance_id=log_path.stem) or serving_at(paths, pred.time),
+        "deployment": serving_at(paths, pred.time, instance_id=instance_of(log_path)) or serving_at(paths, pred.time),
         "data": {
             "version": md["data_version"],
             "files": md["data_files"],

@@ -20,7 +20,14 @@ Several processes (inference replicas, the monitor, the CLI) may catch up at onc
 (BEGIN IMMEDIATE) that first checks that the file's committed offset is still the one it read from (else it rolls
 back and reads on from the new offset) and inserts with INSERT OR IGNORE, so a line is indexed once. Readers do not
 wait for writers (WAL). A crash leaves the index at its last committed chunk; the next catch-up reads on from there.
-The file is derived state: removed, it is rebuilt from the logs by the next catch-up. One that is not an SQLite
+Compacted segments (services/monitor/compact.py): once a segment's Parquet files are listed in the Parquet manifest,
+`mark_compacted` moves its `files` row to `compacted` (same id, with the Parquet files' paths) in one transaction, so
+its `records` rows stay joined; a lookup that lands there reads the row back from the Parquet files (filtered by
+request_id and line: shared.logtables) instead of the JSONL. A segment file still on disk (kept, or not yet removed)
+whose head matches its `compacted` row is not indexed again.
+The file is derived state: removed, it is rebuilt from the logs by the next catch-up, the compacted segments from the
+Parquet manifest's entries and their files (shared/lineage_parquet.py: each catch-up reads what was appended to the
+manifest; an entry whose segment is indexed already, as JSONL or compacted, is skipped). One that is not an SQLite
 database is reported (ClockworkError naming it and what to do), never overwritten.
 """
 
@@ -37,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from shared import lineage_parquet
 from shared.cli import answer
 from shared.config import Settings
 from shared.errors import ClockworkError
@@ -56,12 +64,22 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS records (
     request_id TEXT NOT NULL, file INTEGER NOT NULL, start INTEGER NOT NULL, length INTEGER NOT NULL,
     line INTEGER NOT NULL, PRIMARY KEY (request_id, file, start)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS compacted (
+    file INTEGER PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, head BLOB NOT NULL, parquet TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 KINDS = ("prediction", "feedback")
 MAX_HITS = 1000  # lines of one kind read back per lookup
+# Two queries, each stopping at its LIMIT (one UNION would sort every copy of a line before its LIMIT applies); the
+# second walks the compacted segments (few) and seeks each one's rows (CROSS JOIN fixes that order in SQLite), never
+# every row of the request id.
 LOOKUP = (
-    "SELECT f.kind, f.name, r.start, r.length, r.line FROM records r JOIN files f ON f.id = r.file "
+    "SELECT f.kind, f.name, r.start, r.length, r.line, NULL FROM records r JOIN files f ON f.id = r.file "
     "WHERE r.request_id = ? AND f.kind = ? ORDER BY f.name, r.start LIMIT ?"
+)
+LOOKUP_COMPACTED = (
+    "SELECT c.kind, c.name, r.start, r.length, r.line, c.parquet FROM compacted c CROSS JOIN records r "
+    "ON r.request_id = ?1 AND r.file = c.file WHERE c.kind = ?2 ORDER BY c.name, r.start LIMIT ?3"
 )
 
 
@@ -104,6 +122,19 @@ def parse_block(block: bytes, start: int, lines: int) -> tuple[list[tuple[str, i
     return out, n
 
 
+def _compacted_file(compacted: dict[tuple[str, str], bytes], kind: str, path: Path) -> bool:
+    """Is the file at `path` the segment the newest `compacted` row of its name came from (its first line the same)?
+    A row rebuilt from the manifest has no head: a file of that name on disk now is a later one."""
+    head = compacted.get((kind, path.name))
+    if not head:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(head)) == head
+    except FileNotFoundError:
+        return False
+
+
 def catch_up_command(args: object, settings: Settings) -> int:
     """`python -m services.monitor lineage-index`: catch the index up now; what was read, as JSON on stdout."""
     answer(json.dumps(LineageIndex(Paths.from_settings(settings)).catch_up().summary()))
@@ -115,6 +146,8 @@ class LineageIndex:
 
     def __init__(self, paths: Paths) -> None:
         self.path = paths.lineage_index
+        self.volume = paths.volume
+        self.manifest = paths.parquet_manifest
         self.dirs = {"prediction": paths.prediction_log_dir, "feedback": paths.feedback_log_dir}
 
     @contextmanager
@@ -161,6 +194,7 @@ class LineageIndex:
                 return self.catch_up(con)
         stats = CatchUpStats()
         known = {(k, n): size for k, n, size in con.execute("SELECT kind, name, size FROM files")}
+        compacted = {(k, n): h for k, n, h in con.execute("SELECT kind, name, head FROM compacted ORDER BY file")}
         seen = set()
         for kind, directory in self.dirs.items():
             if not directory.is_dir():
@@ -171,6 +205,8 @@ class LineageIndex:
                     size = path.stat().st_size
                 except FileNotFoundError:
                     continue
+                if (kind, path.name) not in known and _compacted_file(compacted, kind, path):
+                    continue  # compacted, kept (or not yet removed): its lines are indexed already
                 if known.get((kind, path.name)) != size:
                     before = stats.bytes
                     self._catch_up_file(con, kind, path, stats)
@@ -178,6 +214,7 @@ class LineageIndex:
         for kind, name in sorted(set(known) - seen):
             con.execute("DELETE FROM files WHERE kind = ? AND name = ?", (kind, name))
             stats.removed.append(str(self.dirs[kind] / name))
+        stats.rows += lineage_parquet.index_manifest(con, self.manifest, self.volume)
         if stats.files or stats.removed:
             log.info("lineage index %s: %s", self.path, stats.summary())
         return stats
@@ -237,6 +274,45 @@ class LineageIndex:
                 stats.bytes += cut
                 stats.rows += len(found)
 
+    def indexed_to(self, kind: str, name: str) -> int | None:
+        """The committed offset of a segment, caught up first (None: not indexed; -1: compacted already). Reads that
+        one file only: a compaction never pays for the open segments' new lines."""
+        with self.connect() as con:
+            path = self.dirs[kind] / name
+            newest = con.execute(
+                "SELECT head FROM compacted WHERE kind = ? AND name = ? ORDER BY file DESC LIMIT 1", (kind, name)
+            ).fetchone()
+            compacted = {(kind, name): newest[0]} if newest else {}
+            if path.is_file() and not _compacted_file(compacted, kind, path):
+                self._catch_up_file(con, kind, path, CatchUpStats())
+            row = con.execute("SELECT size FROM files WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            if (
+                row is None
+                and con.execute("SELECT 1 FROM compacted WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+            ):
+                return -1
+        return None if row is None else row[0]
+
+    def mark_compacted(self, kind: str, name: str, parquet: list[str]) -> bool:
+        """Move a segment's `files` row to `compacted` (its lines now read from `parquet`, paths relative to the
+        volume). False if it had no `files` row (moved already, or never indexed)."""
+        with self.connect() as con:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                row = con.execute("SELECT id, head FROM files WHERE kind = ? AND name = ?", (kind, name)).fetchone()
+                if row is not None:
+                    con.execute(
+                        "INSERT INTO compacted VALUES (?, ?, ?, ?, ?)",
+                        (row[0], kind, name, row[1], json.dumps(parquet)),
+                    )
+                    con.execute("DELETE FROM files WHERE id = ?", (row[0],))
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+        return row is not None
+
     def find(self, request_id: str) -> list[Hit]:
         """Catch up, then the log lines that name `request_id` (by kind, file name and offset), each read back: at
         most MAX_HITS of each kind (an id is logged once; a log full of copies of one line must not make a lookup
@@ -246,6 +322,7 @@ class LineageIndex:
             rows = []
             for kind in KINDS:
                 found = con.execute(LOOKUP, (request_id, kind, MAX_HITS + 1)).fetchall()
+                found = sorted(found + con.execute(LOOKUP_COMPACTED, (request_id, kind, MAX_HITS + 1)).fetchall())
                 if len(found) > MAX_HITS:
                     log.warning("lineage index: more than %d %s lines name %r: the first %d are read", MAX_HITS,
                                 kind, request_id, MAX_HITS)  # fmt: skip
@@ -254,7 +331,10 @@ class LineageIndex:
         hits: list[Hit] = []
         files: dict[Path, BinaryIO | None] = {}
         try:
-            for kind, name, start, length, line in rows:
+            for kind, name, start, length, line, parquet in rows:
+                if parquet is not None:
+                    hits += lineage_parquet.read_back(self.volume, kind, json.loads(parquet), request_id, line)
+                    continue
                 path = self.dirs[kind] / name
                 if path not in files:
                     try:

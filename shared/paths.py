@@ -21,7 +21,11 @@ TRAIN_FILE = "train.csv"
 PRODUCTION_FILE = "production.csv"  # the split's later rows, beside train.csv
 LABELLED_FILE = "labelled.jsonl"  # the monitor's joined prediction + label rows
 LABELLED_SNAPSHOT = "labelled.csv"  # the labelled rows a retrain data version trained on
-LOG_SUFFIX = ".jsonl"  # prediction and feedback logs: <instance id>.jsonl
+LOG_SUFFIX = ".jsonl"  # prediction and feedback logs: <instance id>.jsonl, then <instance id>@000001.jsonl, ...
+SEGMENT_SEP = "@"  # never in an instance id ([A-Za-z0-9_.-]): splits a segment's name into instance and number
+PARQUET_PREFIX = "part-"  # a compacted segment's Parquet file: part-<segment stem>~<segment sha256[:12]>.parquet
+SHA_SEP = "~"
+PARQUET_SUFFIX = ".parquet"
 
 
 def check_model_version(version: str) -> str:
@@ -34,6 +38,38 @@ def check_data_version(version: str) -> str:
     if not isinstance(version, str) or not DATA_VERSION_RE.match(version):
         raise InvalidVersionError(f"invalid data version {version!r}: expected v<number>_<name>, e.g. v2_cleaned")
     return version
+
+
+def segment_name(instance_id: str, number: int) -> str:
+    """The file name of an instance's log segment: segment 0 is `<instance id>.jsonl` (the name before rotation
+    existed), segment n > 0 `<instance id>@<n, 6 digits>.jsonl`. A rotation always opens a new name."""
+    return f"{instance_id}{LOG_SUFFIX}" if number == 0 else f"{instance_id}{SEGMENT_SEP}{number:06d}{LOG_SUFFIX}"
+
+
+def parse_segment(name: str) -> tuple[str, int] | None:
+    """(instance id, segment number) of a log segment's file name (or of its Parquet file's); None if it is not
+    one (e.g. a probe file or a name with a non-numeric segment)."""
+    stem = name
+    for suffix in (LOG_SUFFIX, PARQUET_SUFFIX):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    else:
+        return None
+    if name.endswith(PARQUET_SUFFIX):
+        stem = stem.removeprefix(PARQUET_PREFIX).rsplit(SHA_SEP, 1)[0]
+    instance, sep, number = stem.partition(SEGMENT_SEP)
+    if not instance or instance.startswith("."):
+        return None
+    if not sep:
+        return instance, 0
+    return (instance, int(number)) if number.isdigit() and int(number) > 0 else None
+
+
+def instance_of(path: str | Path) -> str:
+    """The instance id that wrote a log segment (or the segment a Parquet file was compacted from)."""
+    parsed = parse_segment(Path(path).name)
+    return parsed[0] if parsed else Path(path).stem
 
 
 def version_number(version: str) -> int:
@@ -124,6 +160,16 @@ class Paths:
     def feedback_log(self, instance_id: str) -> Path:
         """The feedback log one inference instance alone writes."""
         return self.feedback_log_dir / f"{instance_id}{LOG_SUFFIX}"
+
+    @property
+    def parquet_dir(self) -> Path:
+        """Compacted log segments, Hive-style: <kind>/day=YYYY-MM-DD[/model_version=vN]/part-<segment>.parquet."""
+        return self._v(self.settings.logs.parquet_dir)
+
+    @property
+    def parquet_manifest(self) -> Path:
+        """Append-only JSON lines: each compacted segment with its Parquet files (sha256, rows); each removal."""
+        return self._v(self.settings.logs.manifest)
 
     @property
     def lineage_index(self) -> Path:

@@ -177,6 +177,42 @@ class FeedbackRecord(_Record):
     label: Literal[0, 1]
 
 
+class ParquetFile(_Record):
+    """A file a compaction wrote: where (relative to the volume), its sha256 and rows, its partition values."""
+
+    path: str
+    sha256: Sha256
+    rows: int
+    partition: dict[str, str] = Field(default_factory=dict)
+
+
+class CompactionEntry(_Record):
+    """One line of the Parquet manifest (logs.manifest): a log segment compacted into Parquet files. Written once
+    they are all durable; only then may the segment be removed."""
+
+    event: Literal["compact"] = "compact"
+    kind: Literal["prediction", "feedback"]
+    segment: str  # the JSONL segment, relative to the volume
+    segment_sha256: Sha256
+    segment_bytes: int
+    rows: int  # records compacted (the sum of the files' rows)
+    malformed: int  # lines that were not valid records: kept verbatim in `malformed_file`
+    files: list[ParquetFile]
+    malformed_file: ParquetFile | None = None
+    created_at: str
+
+
+class ExpiryEntry(_Record):
+    """One line of the Parquet manifest: a day's partitions of one kind removed by retention (logs.retention_days).
+    Written before the files are removed (a re-run removes what a crash left)."""
+
+    event: Literal["expire"] = "expire"
+    kind: Literal["prediction", "feedback"]
+    day: str
+    files: list[str]  # relative to the volume
+    created_at: str
+
+
 DEPLOYMENT_LOG_COLUMNS = [
     "time",
     "event",  # start | swap | swap_failed | rollback | promote

@@ -20,6 +20,8 @@ Probability = Annotated[float, Field(ge=0, le=1)]
 RelPath = Annotated[str, Field(min_length=1)]
 # Columns the prediction and labelled logs add beside a dataset's features and label (shared.labelled).
 LOG_COLUMNS = ("time", "request_id", "model_version", "probability", "predicted", "feedback_time")
+# Columns the Parquet form of the logs has beside the features (shared.logtables), its partitions included.
+PARQUET_COLUMNS = ("time", "request_id", "probability", "label", "threshold", "source_line", "day", "model_version")
 
 
 class _Strict(BaseModel):
@@ -155,6 +157,18 @@ class DeploymentConfig(_Strict):
     prediction_log_dir: RelPath
     feedback_log_dir: RelPath
     lineage_index: RelPath  # SQLite file: request_id -> (log, offset) of prediction and feedback lines
+
+
+class LogsConfig(_Strict):
+    """Segments of the prediction and feedback logs and their compaction into Parquet (services/monitor/compact.py)."""
+
+    rotate_bytes: PosInt  # a segment at or over this size is closed: the next record opens a new one
+    rotate_daily: bool  # a new segment at each UTC day (a record of a new day opens one)
+    parquet_dir: RelPath  # Hive-style partitions: <kind>/day=YYYY-MM-DD[/model_version=vN]/part-<segment>.parquet
+    manifest: RelPath  # append-only JSON lines: each compacted segment, its Parquet files, their sha256; removals
+    compact_each_cycle: bool  # the monitor compacts after each cycle (else only `python -m services.monitor compact`)
+    keep_segments: bool  # keep a JSONL segment once its Parquet files are listed (default: remove it)
+    retention_days: PosInt | None  # Parquet partitions of days older than this are removed; null: kept forever
 
 
 class SecurityConfig(_Strict):

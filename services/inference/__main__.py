@@ -168,7 +168,8 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(settings, instance_id=args.instance_id)
     svc = app.state.service
     for held in (svc.prediction_log_path, svc.feedback_log_path):
-        check_not_held(held)  # a second instance with the same id: one line and exit 1, before uvicorn starts
+        # a second instance with the same id: one line and exit 1, before uvicorn starts
+        check_not_held(held, rotate_daily=settings.logs.rotate_daily)
     log.info(
         "serving on http://%s:%d (pinned %s, config %s)",
         settings.deployment.host,

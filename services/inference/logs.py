@@ -18,6 +18,14 @@ records whose clients are told 503, and a batch's partial write can hold whole l
 device") is raised. The log then reports `error` (what /ready shows) until an append or a `probe` (a
 small file written and removed beside the log) succeeds. A tail that could not be undone is mended before
 the next append, or every append is refused: nothing is ever appended to a torn line.
+
+Segments: a log is written in segments (`shared.paths.segment_name`: `<instance id>.jsonl`, then
+`<instance id>@000001.jsonl`, ...). Once the open segment holds `logs.rotate_bytes` or more, or (with
+`logs.rotate_daily`) a record of a new UTC day comes, the next record opens the next segment under a NEW name and the
+old one is closed for good (it never grows again: readers keep reading every file by name, to its end). A process
+that starts continues its instance's newest segment, unless that one is from an earlier UTC day (with
+rotate_daily): then it opens the next one without touching it. Closed segments are what the monitor compacts
+into Parquet (services/monitor/compact.py).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ import orjson
 from services.inference.schemas import BadRequest
 from shared.atomic import TornAppend, append_whole, cut_back, end_partial_line, write_all
 from shared.errors import ClockworkError
+from shared.paths import parse_segment, segment_name
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +102,46 @@ class LogUnavailable(BadRequest):
         super().__init__(503, detail)
 
 
-def check_not_held(path: str | os.PathLike) -> None:
-    """Before a server starts: ClockworkError (one line) if another running instance holds the log at `path`.
+def segments(base: Path) -> list[tuple[int, Path]]:
+    """(number, path) of the segments of the log whose first segment is `base` (`<instance id>.jsonl`), in order."""
+    instance = base.name.removesuffix(".jsonl")
+    out = []
+    if base.parent.is_dir():
+        for p in base.parent.iterdir():
+            parsed = parse_segment(p.name)
+            if parsed and parsed[0] == instance and p.name.endswith(".jsonl"):
+                out.append((parsed[1], p))
+    return sorted(out)
+
+
+def utc_day(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+def segment_to_open(base: Path, *, rotate_daily: bool) -> tuple[int, Path, str | None]:
+    """(number, path, UTC day of its records or None) of the segment a process starting now appends to: the newest
+    one, or (rotate_daily) the next one if the newest was last written on an earlier UTC day."""
+    found = segments(base)
+    if not found:
+        return 0, base, None
+    number, path = found[-1]
+    st = path.stat()
+    if not st.st_size:
+        return number, path, None
+    day = utc_day(st.st_mtime)
+    if rotate_daily and day < utc_day(time.time()):
+        # yesterday's segment stays closed: this process starts the next one
+        return number + 1, base.with_name(segment_name(base.name.removesuffix(".jsonl"), number + 1)), None
+    return number, path, day
+
+
+def check_not_held(path: str | os.PathLike, *, rotate_daily: bool = False) -> None:
+    """Before a server starts: ClockworkError (one line) if another running instance holds the segment a process
+    would append to (`segment_to_open` of the log whose first segment is `path`).
 
     The lock is taken and released at once; RecordLog takes it for good when the service starts.
     """
-    p = Path(path)
+    p = segment_to_open(Path(path), rotate_daily=rotate_daily)[1]
     if not p.exists():
         return
     fd = os.open(p, os.O_WRONLY | os.O_APPEND)
@@ -117,25 +160,56 @@ class RecordLog:
 
     what = "log"  # how refusals and /ready name it
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise ClockworkError(
-                f"{self.path} is held by another running instance: give each replica its own "
-                f"instance id ({INSTANCE_ENV})"
-            ) from None
+    def __init__(self, path: str | os.PathLike, *, rotate_bytes: int | None = None, rotate_daily: bool = False) -> None:
+        """`path`: the log's first segment (`<instance id>.jsonl`); the newest segment is opened (see the module)."""
+        self.base = Path(path)
+        self.base.parent.mkdir(parents=True, exist_ok=True)
+        self.rotate_bytes = rotate_bytes
+        self.rotate_daily = rotate_daily
+        self.number, self.path, self.day = segment_to_open(self.base, rotate_daily=rotate_daily)
+        self.fd = self._open(self.path)
         self._terminate_partial_line()
+        self.size = os.fstat(self.fd).st_size
         self.error: str | None = None  # why appends fail now (None: writable), shown by /ready
         self.failed_at = 0.0  # time.time() of the first failure of the current outage
         self.failures = 0  # appends that failed (each undone), for /metrics
         self.refused = 0  # records in them, whose clients were answered 503
         self.torn = False  # a failed append could not be undone: mend the tail before the next append
         self.torn_size: int | None = None  # where the file must end then (None: unknown, end the line)
+
+    @staticmethod
+    def _open(path: Path) -> int:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClockworkError(
+                f"{path} is held by another running instance: give each replica its own instance id ({INSTANCE_ENV})"
+            ) from None
+        return fd
+
+    def _due(self, day: str | None) -> bool:
+        """Does the next record (of UTC `day`) belong in a new segment?"""
+        if not self.size:
+            return False
+        if self.rotate_bytes is not None and self.size >= self.rotate_bytes:
+            return True
+        return self.rotate_daily and day is not None and self.day is not None and day != self.day
+
+    def rotate(self) -> None:
+        """Close the open segment for good and open the next one (a new name). If the new one cannot be opened the
+        old one stays open (a record is never refused for a rotation) and the next record tries again."""
+        number = self.number + 1
+        path = self.base.with_name(segment_name(self.base.name.removesuffix(".jsonl"), number))
+        try:
+            fd = self._open(path)
+        except (OSError, ClockworkError) as e:
+            log.warning("%s: cannot open the next segment %s (%s); appending to the open one", self.path, path, e)
+            return
+        old, self.fd, self.path, self.number, self.size, self.day = self.fd, fd, path, number, 0, None
+        os.close(old)  # releases its lock: the segment is closed
+        log.info("%s: segment %d opened (the previous one is closed)", path, number)
 
     def _terminate_partial_line(self) -> None:
         """A previous process that died mid-write may have left a line without its newline: end it.
@@ -144,14 +218,18 @@ class RecordLog:
         bytes stay as evidence (the monitor counts such a line as malformed)."""
         end_partial_line(self.fd, self.path)
 
-    def write(self, data: bytes, records: int = 1) -> None:
-        """Append whole lines (`records` of them) whole or not at all; LogUnavailable (503) if not."""
+    def write(self, data: bytes, records: int = 1, day: str | None = None) -> None:
+        """Append whole lines (`records` of them, of UTC `day`) whole or not at all; LogUnavailable (503) if not."""
         if self.torn:
             self._mend(records)
+        if self._due(day):
+            self.rotate()
         try:
             append_whole(self.fd, data)
         except OSError as e:
             self._failed(e, records)
+        self.size += len(data)
+        self.day = day or self.day
         if self.error is not None:
             self.recovered("an append succeeded")
 
@@ -173,6 +251,7 @@ class RecordLog:
             self._failed(e, records)
         log.warning("%s: mended the tail a failed append left (cut back to %s)", self.path, self.torn_size)
         self.torn = False
+        self.size = os.fstat(self.fd).st_size
 
     def recovered(self, how: str) -> None:
         """Writable again (`how`: what showed it); called on the event loop thread."""
@@ -241,9 +320,9 @@ class PredictionLog(RecordLog):
                 record["shadow"] = {"model_version": version, "probability": p, "label": lb, "threshold": at}
         lines = [dumps(record, option=LINE_OPTS) for record in records]
         if len(lines) == 1:
-            self.write(lines[0])
+            self.write(lines[0], 1, time[:10])
         else:
-            self.write(b"".join(lines), len(lines))
+            self.write(b"".join(lines), len(lines), time[:10])
 
 
 class FeedbackLog(RecordLog):
@@ -252,10 +331,12 @@ class FeedbackLog(RecordLog):
     what = "feedback log"
 
     def append(self, time: str, request_id: str, label: int) -> None:
-        self.write(orjson.dumps({"time": time, "request_id": request_id, "label": label}, option=LINE_OPTS))
+        self.write(
+            orjson.dumps({"time": time, "request_id": request_id, "label": label}, option=LINE_OPTS), 1, time[:10]
+        )
 
     def append_many(self, time: str, labels: list[tuple[str, int]]) -> None:
         """One line per (request_id, label), all in one write (whole or not at all), at `time`."""
         dumps = orjson.dumps
         data = b"".join(dumps({"time": time, "request_id": r, "label": lb}, option=LINE_OPTS) for r, lb in labels)
-        self.write(data, len(labels))
+        self.write(data, len(labels), time[:10])

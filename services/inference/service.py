@@ -155,9 +155,11 @@ class Service:
 
     # --- lifespan ------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.predictions = self.predictor.log = PredictionLog(self.prediction_log_path)
+        size, daily = self.settings.logs.rotate_bytes, self.settings.logs.rotate_daily
+        self.predictions = PredictionLog(self.prediction_log_path, rotate_bytes=size, rotate_daily=daily)
+        self.predictor.log = self.predictions
         self.predictor.loop = asyncio.get_running_loop()
-        self.feedback = FeedbackLog(self.feedback_log_path)
+        self.feedback = FeedbackLog(self.feedback_log_path, rotate_bytes=size, rotate_daily=daily)
         self._logs = [self.predictions, self.feedback]
         self.watcher.prime()
         log.info(

@@ -2,11 +2,13 @@
 python -m services.monitor replay --dataset natural|<recipe>|PATH [--rate R] [--limit N] [--url URL]
                                   [--feedback-delay S] [--no-progress]
 python -m services.monitor lineage <request_id>
+python -m services.monitor compact
 
 run       the monitoring loop every monitoring.interval_s, or one cycle with --once (the default command)
 replay    send a day-2 data set through the inference API, labels later; prints the summary (JSON) on stdout,
           exit 1 if any request failed
 lineage   prediction -> model -> data version -> raw file -> commit, as JSON on stdout
+compact   closed log segments -> Parquet (logs.parquet_dir), then retention; what was done, as JSON on stdout
 
 The command line follows shared.cli: --config before or after the command (else $CLOCKWORK_CONFIG, else
 ./config.yaml), answers on stdout, logs on stderr, exit 0 done, 1 failed (Redis unreachable included),
@@ -76,6 +78,14 @@ def lineage(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def compact(args: argparse.Namespace, settings: Settings) -> int:
+    from services.monitor.monitor import Monitor
+
+    summary = Monitor(settings=settings, redis_client=None).compact()
+    answer(json.dumps(summary.summary()))
+    return 0
+
+
 def build_cli() -> Cli:
     cli = Cli(
         "monitor",
@@ -101,6 +111,7 @@ def build_cli() -> Cli:
     ln = cli.command("lineage", lineage, summary="prediction -> model -> data version -> raw file -> commit, as JSON")
     ln.add_argument("request_id")
     cli.command("lineage-index", catch_up_command, summary="catch the lineage index up with the logs' new lines")
+    cli.command("compact", compact, summary="compact closed log segments into Parquet, then apply retention")
     return cli
 
 

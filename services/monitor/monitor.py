@@ -5,7 +5,8 @@ A cycle (under an exclusive lock: one monitor per volume):
    is one, on the first cycle), cut the labelled file back to the store's committed length (an interrupted
    cycle);
 2. ingest the prediction and feedback lines logged before the cycle began, in bounded, committed steps
-   (services.monitor.ingest): the cycle ends whatever the traffic, later lines wait for the next one;
+   (services.monitor.ingest): the cycle ends whatever the traffic, later lines wait for the next one; then (with
+   logs.compact_each_cycle) compact the closed log segments into Parquet (services.monitor.compact);
 3. per model version, production metrics on its window of labelled rows against the training metrics
    in its metadata.json; drift of the recent inputs against the serving version's training data
    (services.monitor.measure);
@@ -30,6 +31,7 @@ import redis
 
 from services.monitor import report as report_mod
 from services.monitor.actions import ActionsReader, SentMessage
+from services.monitor.compact import Compactor, CompactSummary
 from services.monitor.estimate import version_estimates
 from services.monitor.ingest import Ingestor, StepCounts
 from services.monitor.measure import Measurer, serving_version
@@ -103,6 +105,8 @@ class Monitor:
             t0 = time.perf_counter()
             counts = self.ingestor.run(store)
             read_s = time.perf_counter() - t0
+            if self.settings.logs.compact_each_cycle:
+                self.compact_logs(store)
             snapshot = store.snapshot()
             report, reference, production = self.measurer.measure(
                 snapshot, cycle=state.cycles + 1, pinned=self.pinned_version()
@@ -165,6 +169,25 @@ class Monitor:
                 report.paths.html_file or report.paths.json_file,
             )
             return report
+
+    def compact(self) -> CompactSummary:
+        """Compact the closed log segments now (`python -m services.monitor compact`), under the monitor's lock."""
+        with monitor_lock(self.paths), ExitStack() as stack:
+            features = self.settings.dataset.feature_names
+            state = load_state(self.paths.monitor_state)
+            store = stack.enter_context(
+                MonitorStore.open(self.paths.monitor_store, features=features, seed=seed_store(state))
+            )
+            return Compactor(settings=self.settings, paths=self.paths).run(store)
+
+    def compact_logs(self, store: MonitorStore) -> None:
+        """A cycle's compaction step: a failure is logged and the cycle goes on (the segments wait for the next)."""
+        from pyarrow.lib import ArrowException
+
+        try:
+            Compactor(settings=self.settings, paths=self.paths).run(store)
+        except (ClockworkError, OSError, ArrowException) as e:
+            log.error("compaction failed (the segments stay as they are until the next cycle): %s", e)
 
     @staticmethod
     def ingest_summary(state: Snapshot, counts: StepCounts, read_s: float, unread_bytes: int) -> IngestSummary:

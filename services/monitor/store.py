@@ -195,6 +195,11 @@ class MonitorStore:
     def offsets(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT key, offset FROM offsets"))
 
+    def drop_offsets(self, keys: list[str]) -> None:
+        """Forget the offsets of log files removed for good (a compacted segment): a file of that name later is new."""
+        with self.step() as conn:
+            conn.executemany("DELETE FROM offsets WHERE key = ?", [(k,) for k in keys])
+
     def set_offsets(self, offsets: dict[str, int]) -> None:
         self.conn.executemany(
             "INSERT INTO offsets VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET offset = excluded.offset",

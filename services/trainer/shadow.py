@@ -1,11 +1,11 @@
 """Shadow evaluation: how a candidate would have behaved on the traffic production actually saw.
 
-The newest `last` prediction records across the instances' prediction logs (`Paths.prediction_log_dir`, one
-`<instance>.jsonl` per instance, lines of shared.schemas.PredictionRecord) are replayed offline through the
-candidate's ONNX file, at the threshold it would serve with (deployment.threshold when config sets one, else the
-model's own, shared.registry.model_threshold). Each log is read backwards from its end, a block at a time, until it
-holds `last` complete lines: the cost follows the window, never the log's size. A torn last line (no newline yet)
-and malformed lines are left out and counted.
+The newest `last` prediction records across the instances' prediction logs (`Paths.prediction_log_dir`: the
+JSONL segments of each instance not yet compacted into Parquet, lines of shared.schemas.PredictionRecord) are
+replayed offline through the candidate's ONNX file, at the threshold it would serve with (deployment.threshold when
+config sets one, else the model's own, shared.registry.model_threshold). Each segment is read backwards from its end,
+a block at a time, until it holds `last` complete lines: the cost follows the window, never the log's size. A torn
+last line (no newline yet) and malformed lines are left out and counted.
 
 The report (`ShadowReport`, JSON): agreement with the served labels (each side at its own threshold), the
 disagreements on the labelled part (the monitor's labelled rows, shared.labelled.load_labelled, joined by
@@ -36,7 +36,7 @@ from shared.config import Settings
 from shared.errors import DataValidationError
 from shared.labelled import load_labelled
 from shared.onnx_model import OnnxModel
-from shared.paths import LOG_SUFFIX, Paths
+from shared.paths import LOG_SUFFIX, Paths, instance_of
 from shared.registry import Registry, model_threshold
 from shared.schemas import PredictionRecord
 
@@ -151,8 +151,9 @@ def recent_records(paths: Paths, last: int) -> tuple[list[PredictionRecord], lis
                 skipped += 1
                 continue
             records.append((r.time, r.request_id, r))
+        if records and instance_of(path) not in instances:
+            instances.append(instance_of(path))
         if records:
-            instances.append(path.name.removesuffix(LOG_SUFFIX))
             per_file.append(sorted(records, key=lambda x: (x[0], x[1])))
     merged = list(heapq.merge(*per_file, key=lambda x: (x[0], x[1])))
     return [r for _, _, r in merged[-last:]], instances, skipped
