@@ -4,13 +4,18 @@ A reading's decision costs `decision.cost_missed_failure` when a failure goes un
 when a flag is raised on a normal reading, nothing otherwise (a caught failure's repair is paid either way). Costs
 are per 1,000 readings so windows of any size compare.
 
-`choose_threshold` evaluates every threshold of GRID (0.01 .. 0.99) on labelled probabilities (the trainer: the
-validation hold-out, scored by the model fitted before the refit) and picks one by `decision.threshold_policy`:
-fixed (training.threshold), max_f1 or min_cost. Ties: the thresholds sharing the best value form runs of
-neighbouring grid points; the longest run wins (equal lengths: the higher run), and its middle point (the upper
-middle of an even run) is chosen: the threshold farthest from a hold-out reading whose decision would flip, so the
-least sensitive to the refit moving probabilities a little. Deterministic: same labels and probabilities, same
-choice.
+`choose_threshold` evaluates every threshold of CANDIDATES on labelled probabilities (the trainer: the validation
+hold-out, scored by the model fitted before the refit) and picks one by `decision.threshold_policy`: fixed
+(training.threshold), max_f1 or min_cost. CANDIDATES is GRID (0.01 .. 0.99 by 0.01) with log-spaced points below it
+(1e-4 .. 0.0089) and their mirror above it (0.9911 .. 0.9999), 20 a decade (each 12% from the next): a calibrated
+model puts most readings below 0.01 (a sigmoid map squeezes the low scores there), where the grid alone cannot
+reach. Log-spaced, not every gap between two hold-out probabilities: the exact optimum of a 30-failure hold-out sits
+in the gap beside one reading and moves with it; a 12% step is the grid's own relative step near 0.1.
+Ties: the thresholds sharing the best value form runs of neighbouring candidates; the longest run wins (equal
+lengths: the higher run), and its middle point (the upper middle of an even run) is chosen: the threshold farthest
+(in candidate steps) from a hold-out reading whose decision would flip, so the least sensitive to the refit moving
+probabilities a little. Deterministic: same labels and probabilities, same choice; the candidates are rounded
+constants, the same on every machine.
 
 `paired_bootstrap` resamples the rows of one window (multinomial weights from a seeded generator, the same rows
 for both models) and returns the improvement's interval. Nothing here reads or writes files.
@@ -28,7 +33,11 @@ from shared.config import DecisionConfig
 Policy = Literal["fixed", "max_f1", "min_cost"]
 Metric = Literal["expected_cost", "f1", "recall", "precision"]
 GRID: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(1, 100))
-TIE_RULE = "longest run of tied grid thresholds (equal runs: the higher), its middle point"
+PER_DECADE = 20  # log-spaced candidates per decade below 0.01 and above 0.99
+# 1e-4 .. 0.00891 (3 significant digits), then GRID, then 1 - those: 0.99109 .. 0.9999. Strictly increasing.
+_LOW: tuple[float, ...] = tuple(float(f"{10 ** (k / PER_DECADE - 4):.3g}") for k in range(2 * PER_DECADE))
+CANDIDATES: tuple[float, ...] = _LOW + GRID + tuple(round(1 - t, 6) for t in reversed(_LOW))
+TIE_RULE = "longest run of tied candidate thresholds (equal runs: the higher), its middle point"
 _CHUNK = 250  # bootstrap samples drawn per block (bounds memory at _CHUNK x window rows)
 
 
@@ -61,7 +70,7 @@ class ThresholdChoice(BaseModel):
     recall: float
     f1: float
     tie_rule: str
-    # (threshold, expected cost per 1,000 readings, precision, recall) at every GRID point
+    # (threshold, expected cost per 1,000 readings, precision, recall) at every CANDIDATES point (179)
     curve: list[tuple[float, float, float, float]]
 
 
@@ -103,7 +112,7 @@ def choose_threshold(
     p = np.asarray(proba, dtype=np.float64).reshape(-1)
     n = len(y)
     points = []
-    for t in GRID:
+    for t in CANDIDATES:
         tp, fp, fn = _counts(y, p, t)
         precision, recall, f1 = _prf(tp, fp, fn)
         points.append((t, costs.per_1000(fn=fn, fp=fp, rows=n), precision, recall, f1))
@@ -113,7 +122,7 @@ def choose_threshold(
         # Rounded so that float noise never splits a tie; cost is minimised, F1 maximised.
         score = [round(-c if policy == "min_cost" else f1, 9) for _, c, _, _, f1 in points]
         best = max(score)
-        threshold = GRID[_middle_of_longest_run([i for i, s in enumerate(score) if s == best])]
+        threshold = CANDIDATES[_middle_of_longest_run([i for i, s in enumerate(score) if s == best])]
     tp, fp, fn = _counts(y, p, threshold)
     precision, recall, f1 = _prf(tp, fp, fn)
     return ThresholdChoice(

@@ -4,7 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.trainer.decision import GRID, Costs, choose_threshold, expected_cost, paired_bootstrap
+from services.trainer.decision import (
+    CANDIDATES,
+    GRID,
+    Costs,
+    choose_threshold,
+    expected_cost,
+    paired_bootstrap,
+)
 from services.trainer.train import COMMAND_TRIGGER, train_and_register, train_candidate
 from shared.onnx_model import load_session
 from tests.trainer.helpers import with_config
@@ -26,7 +33,37 @@ def test_max_f1_takes_the_middle_of_the_best_run_of_thresholds():
     # t in (0.1, 0.2] catches all 4 with one false alarm: F1 0.889, the best, on the run 0.11 .. 0.20.
     assert choice.threshold == 0.16 and choice.f1 == pytest.approx(8 / 9)
     assert choice.recall == 1.0 and choice.precision == 0.8
-    assert len(choice.curve) == len(GRID) == 99 and choice.curve[0][0] == 0.01 and choice.curve[-1][0] == 0.99
+    assert [t for t, *_ in choice.curve] == list(CANDIDATES) and len(CANDIDATES) == 179
+    assert choice.curve[0][0] == 0.0001 and choice.curve[-1][0] == 0.9999
+
+
+def test_the_candidates_are_the_grid_and_log_spaced_points_beyond_it_fixed_constants():
+    assert set(GRID) < set(CANDIDATES) and len(GRID) == 99
+    c = np.array(CANDIDATES)
+    assert (np.diff(c) > 0).all()
+    below = c[c < 0.01]
+    assert below[0] == 0.0001 and below[-1] == 0.00891 and len(below) == 40
+    assert ((below[1:] / below[:-1] > 1.10) & (below[1:] / below[:-1] < 1.14)).all()  # 20 a decade: 12% steps
+    assert (np.round(c + c[::-1], 9) == 1.0).all()  # mirrored about 0.5
+
+
+def test_min_cost_reaches_below_the_grid_where_calibrated_probabilities_are():
+    # A calibrated model's low end: 97 normals at 0.0055, failures at 0.0065, 0.008 and 0.9 (the sigmoid map
+    # squeezes low scores below 0.01). Flagging from (0.0055, 0.0065] catches all three and raises no false alarm;
+    # the grid alone (0.01 at its lowest) would miss two.
+    y = np.array([1, 1, 1] + [0] * 97)
+    p = np.array([0.0065, 0.008, 0.9] + [0.0055] * 97)
+    choice = choose_threshold(y, p, policy="min_cost", costs=COSTS, fixed=0.5)
+    # Tied at cost 0: the candidates 0.00562 and 0.00631; the upper middle of the even run.
+    assert choice.threshold == 0.00631 and choice.expected_cost_per_1000 == 0.0 and choice.recall == 1.0
+    assert expected_cost(y, p, threshold=GRID[0], costs=COSTS) == pytest.approx(1000 * 2 * 500 / 100)
+    again = choose_threshold(y.copy(), p.copy(), policy="min_cost", costs=COSTS, fixed=0.5)
+    assert again == choice and again.model_dump_json() == choice.model_dump_json()
+    # The mirror: failures at 0.9999-ish ranks above normals at 0.995 are separated above the grid too.
+    y_hi = np.array([1, 1] + [0] * 98)
+    p_hi = np.array([0.9995, 0.9995] + [0.995] * 97 + [0.1])
+    high = choose_threshold(y_hi, p_hi, policy="max_f1", costs=COSTS, fixed=0.5)
+    assert 0.995 < high.threshold <= 0.9995 and high.f1 == 1.0
 
 
 def test_min_cost_weighs_missed_failures_against_false_alarms():
@@ -45,8 +82,13 @@ def test_fixed_policy_keeps_the_configured_threshold_and_ties_go_to_the_longer_t
     assert choose_threshold(y, p, policy="fixed", costs=COSTS, fixed=0.42).threshold == 0.42
     # Two separate runs of equal best cost: both models flag nothing useful; the higher run wins.
     y2 = np.array([0, 0])
-    p2 = np.array([0.305, 0.605])  # cost 0 for t > 0.605: run 0.61 .. 0.99 (the longest)
-    assert choose_threshold(y2, p2, policy="min_cost", costs=COSTS, fixed=0.5).threshold == 0.8
+    p2 = np.array([0.305, 0.605])  # cost 0 for t > 0.605: run 0.61 .. 0.9999 (the longest, 79 candidates)
+    assert choose_threshold(y2, p2, policy="min_cost", costs=COSTS, fixed=0.5).threshold == CANDIDATES[100 + 39]
+    # Equal costs 1 : 1, a failure at 0.255 and a normal at 0.745: flagging both or neither costs one error each,
+    # on two runs of 65 candidates (0.0001 .. 0.25 and 0.75 .. 0.9999); the higher run, its middle point.
+    even = Costs(missed_failure=1.0, false_alarm=1.0)
+    both = choose_threshold(np.array([1, 0]), np.array([0.255, 0.745]), policy="min_cost", costs=even, fixed=0.5)
+    assert both.threshold == CANDIDATES[-33] and 0.99 < both.threshold
 
 
 def test_the_bootstrap_is_seeded_and_paired():
