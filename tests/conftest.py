@@ -1,6 +1,7 @@
 """Fixtures: a temporary project (config.yaml + volume with the raw data) and a real Redis server."""
 from __future__ import annotations
 
+import logging
 import shutil
 import socket
 import subprocess
@@ -222,3 +223,15 @@ def served(tmp_path, served_template) -> Settings:
     text = (ROOT / "config.yaml").read_text()
     cfg.write_text(set_config_line(set_config_line(text, "model_version", "v1"), "reload_interval_s", "0.1"))
     return load_settings(cfg, env={})
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """A command's main() configures the root logger (shared.logging_setup, force=True) onto the stderr pytest
+    captured for that test: restore the root logger after each test, so no test inherits its level or a
+    handler whose stream is closed."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

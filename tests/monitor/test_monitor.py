@@ -128,6 +128,7 @@ def test_an_idle_loop_never_sends_the_same_evidence_again_and_logs_no_fired_chec
     first = monitor.cycle()
     assert first.trigger.status == "sent" and load_state(paths.monitor_state).last_trigger.lines_read == 1200
     age_last_trigger(paths, redis_client, settings, seconds=601)
+    caplog.clear()  # only the idle loop's records below
     with caplog.at_level(logging.INFO, logger="services.monitor"):
         assert run_loop(monitor, interval_s=0.0, max_cycles=3) == 3
     assert len(queued(redis_client, settings)) == 1
