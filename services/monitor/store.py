@@ -24,6 +24,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 import orjson
@@ -89,7 +90,9 @@ class MonitorStore:
         self.path = path
         self.conn = conn
         self.created = False
-        self._sizes: dict[str, int] = {}  # rows of the waiting tables, counted once and then kept up to date
+        # The request_ids of the waiting tables, read once and then kept up to date by every change (so lookups
+        # of ids the store does not hold cost nothing); dropped on a rollback, read again when next needed.
+        self._ids: dict[str, set[str]] = {}
 
     @classmethod
     def open(
@@ -171,7 +174,7 @@ class MonitorStore:
                 yield self.conn
             except BaseException:
                 self.conn.execute("ROLLBACK")
-                self._sizes.clear()
+                self._ids.clear()
                 raise
             self.conn.execute("COMMIT")
 
@@ -224,14 +227,22 @@ class MonitorStore:
 
     # --- waiting records ------------------------------------------------------------------------
     def orphans_among(self, ids: list[str]) -> dict[str, OrphanLabel]:
-        rows = self.conn.execute(f"SELECT request_id, time, label FROM orphans WHERE request_id IN ({IDS})", (_j(ids),))
+        held = self._held("orphans", ids)
+        if not held:
+            return {}
+        rows = self.conn.execute(
+            f"SELECT request_id, time, label FROM orphans WHERE request_id IN ({IDS})", (_j(held),)
+        )
         return {rid: OrphanLabel(t, y) for rid, t, y in rows}
 
     def pending_among(self, ids: list[str]) -> dict[str, PendingPrediction]:
+        held = self._held("pending", ids)
+        if not held:
+            return {}
         rows = self.conn.execute(
             f"SELECT request_id, time, model_version, vals, probability, predicted FROM pending "
             f"WHERE request_id IN ({IDS})",
-            (_j(ids),),
+            (_j(held),),
         )
         return {rid: PendingPrediction(t, v, _values(x), p, y) for rid, t, v, x, p, y in rows}
 
@@ -239,53 +250,70 @@ class MonitorStore:
         """Add (or, for a request_id already waiting, replace in place) pending predictions."""
         if not rows:
             return
-        size = self.size("pending")
-        ids = _j(list(rows))
-        (known,) = self.conn.execute(f"SELECT COUNT(*) FROM pending WHERE request_id IN ({IDS})", (ids,)).fetchone()
-        self._sizes["pending"] = size + len(rows) - known
+        self._id_set("pending").update(rows)
+        r = rows.values()
         self.conn.executemany(
             "INSERT INTO pending (request_id, time, model_version, vals, probability, predicted) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(request_id) DO UPDATE SET time = excluded.time, "
             "model_version = excluded.model_version, vals = excluded.vals, probability = excluded.probability, "
             "predicted = excluded.predicted",
-            [(rid, r.time, r.model_version, _dumps(r.values), r.probability, r.predicted) for rid, r in rows.items()],
+            zip(
+                rows,
+                map(_TIME, r),
+                map(_VERSION, r),
+                map(_dumps, map(_VALUES, r)),
+                map(_PROB, r),
+                map(_PRED, r),
+                strict=True,
+            ),
         )
 
     def put_orphans(self, rows: dict[str, OrphanLabel]) -> None:
         """Add labels waiting for their prediction (none of them waits already)."""
-        self._sizes["orphans"] = self.size("orphans") + len(rows)
+        if not rows:
+            return
+        self._id_set("orphans").update(rows)
         self.conn.executemany(
             "INSERT INTO orphans (request_id, time, label) VALUES (?, ?, ?)",
             [(rid, r.time, r.label) for rid, r in rows.items()],
         )
 
     def drop(self, table: str, ids: list[str]) -> None:
-        if ids:
-            size = self.size(table)
-            gone = self.conn.execute(f"DELETE FROM {_waiting(table)} WHERE request_id IN ({IDS})", (_j(ids),)).rowcount
-            self._sizes[table] = size - gone
+        held = self._held(table, ids)
+        if held:
+            self.conn.execute(f"DELETE FROM {_waiting(table)} WHERE request_id IN ({IDS})", (_j(held),))
+            self._ids[table].difference_update(held)
 
     def size(self, table: str) -> int:
-        """Rows of a waiting table (counted on first use, then kept up to date by the changes)."""
-        if table not in self._sizes:
-            self._sizes[table] = int(self.conn.execute(f"SELECT COUNT(*) FROM {_waiting(table)}").fetchone()[0])
-        return self._sizes[table]
+        """Rows of a waiting table."""
+        return len(self._id_set(table))
 
     def keep_newest(self, table: str, cap: int) -> int:
         """Drop the oldest arrivals beyond `cap` of a waiting table; returns how many."""
-        size = self.size(table)
-        excess = size - cap
+        excess = self.size(table) - cap
         if excess <= 0:
             return 0
         name = _waiting(table)
         (last,) = self.conn.execute(f"SELECT seq FROM {name} ORDER BY seq LIMIT 1 OFFSET ?", (excess - 1,)).fetchone()
-        gone = self.conn.execute(f"DELETE FROM {name} WHERE seq <= ?", (last,)).rowcount
-        self._sizes[table] = size - gone
-        return gone
+        gone = [r[0] for r in self.conn.execute(f"SELECT request_id FROM {name} WHERE seq <= ?", (last,))]
+        self.conn.execute(f"DELETE FROM {name} WHERE seq <= ?", (last,))
+        self._ids[table].difference_update(gone)
+        return len(gone)
 
     def ids(self, table: str) -> set[str]:
-        """Every request_id of a waiting table (for tests and small stores: it reads them all)."""
+        """Every request_id of a waiting table (read from the table itself, for tests)."""
         return {r[0] for r in self.conn.execute(f"SELECT request_id FROM {_waiting(table)}")}
+
+    def _id_set(self, table: str) -> set[str]:
+        ids = self._ids.get(table)
+        if ids is None:
+            ids = self._ids[table] = self.ids(table)
+        return ids
+
+    def _held(self, table: str, ids: list[str]) -> list[str]:
+        """Those of `ids` the table holds (each once)."""
+        held = self._id_set(table)
+        return list(dict.fromkeys(filter(held.__contains__, ids)))
 
     # --- windows ----------------------------------------------------------------------------------
     def add_inputs(self, rows: Iterable[InputRow], keep: int) -> None:
@@ -348,3 +376,7 @@ def _j(ids: list[str]) -> str:
 
 def _dumps(values: tuple) -> str:
     return orjson.dumps(values).decode()
+
+
+_TIME, _VERSION, _VALUES = attrgetter("time"), attrgetter("model_version"), attrgetter("values")
+_PROB, _PRED = attrgetter("probability"), attrgetter("predicted")
