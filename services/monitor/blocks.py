@@ -9,10 +9,10 @@ gives None and the caller reads that block line by line, so malformed lines are 
 before. The fast path decides nothing on its own: it only skips work.
 
 A step uses the labels stamped up to the prediction watermark and stops at the first newer one (it waits with
-the lines after it). `first_late` guesses where that is by bisection on single lines (exact when a file's
-times never go back, as a writer appends them); the caller parses the block up to and including the guess,
-then the rest in blocks of FEEDBACK_BLOCK lines until it meets a newer label, so a step does not parse the
-lines it leaves for the next one.
+the lines after it). `first_late` guesses where that is by bisection on single lines of the chunk's bytes
+(exact when a file's times never go back, as a writer appends them); the caller splits and parses the lines up
+to and including the guess, then the rest about FEEDBACK_BLOCK bytes at a time until it meets a newer label,
+so a step neither splits nor parses the lines it leaves for the next one.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ _LABELS = frozenset({0, 1})
 _BAD = (ValueError, KeyError, TypeError)  # orjson.JSONDecodeError is a ValueError
 # Parsed times kept between steps (a coalescing server stamps many lines with one time); cleared beyond this.
 TIME_CACHE = 100_000
-# Lines parsed at once after the first block of a file's step (see the module docstring).
-FEEDBACK_BLOCK = 4096
+# Bytes of lines parsed at once after the first block of a file's step (see the module docstring).
+FEEDBACK_BLOCK = 256 << 10
 
 FeedbackBlock = tuple[list[str], list[OrphanLabel]]  # request_ids, labels (log order)
 
@@ -72,23 +72,27 @@ class BlockParser:
             return None
         return list(ids), list(map(tuple.__new__, repeat(OrphanLabel), zip(times, labels, strict=True)))
 
-    def first_late(self, lines: list[bytes], watermark: datetime) -> int:
-        """The index of the first line stamped after `watermark`, found by bisection (len(lines) if none, or
-        if a line met on the way is not plain). A guess: right when the times never go back."""
-        lo, hi = 0, len(lines)
+    def first_late(self, data: bytes, watermark: datetime) -> int:
+        """Where the first line stamped after `watermark` starts in `data` (lines joined by newlines), found by
+        bisection: a guess, right when the times never go back. len(data) + 1 if there is none, or if a line met
+        on the way is not plain."""
+        lo, hi = 0, len(data) + 1  # lo: a line's start; every line from hi on is late (if the times are ordered)
         while lo < hi:
             mid = (lo + hi) // 2
+            start = data.rfind(b"\n", 0, mid) + 1  # the line holding byte mid: start..end
+            end = data.find(b"\n", mid)
+            end = len(data) if end < 0 else end
             try:
-                t = orjson.loads(lines[mid])["time"]
+                t = orjson.loads(data[start:end])["time"]
                 if type(t) is not str:
-                    return len(lines)
+                    return len(data) + 1
                 late = self.when(t) > watermark
             except _BAD:
-                return len(lines)
+                return len(data) + 1
             if late:
-                hi = mid
+                hi = start
             else:
-                lo = mid + 1
+                lo = end + 1
         return lo
 
 

@@ -177,35 +177,42 @@ class Ingestor:
         self, chunk: Chunk, watermark: datetime, labels: list[tuple[str, OrphanLabel, str]], batch: Batch
     ) -> int:
         """Adds the chunk's valid labels up to the first one newer than `watermark` (it waits, with the lines
-        after it) to `labels`; returns the offset after the last line used. Parses a block at a time
-        (services.monitor.blocks), line by line where a block is not plain."""
-        path, lines, pos = str(chunk.path), chunk.lines, chunk.start
-        i, size = 0, self.blocks.first_late(lines, watermark) + 1
-        while i < len(lines):
-            part = lines[i : i + size]
-            block = self.blocks.feedback(part)
+        after it) to `labels`; returns the offset after the last line used. Splits and parses a block of lines
+        at a time (services.monitor.blocks), line by line where a block is not plain."""
+        data = chunk.data
+        if data is None:
+            return chunk.start
+        path, blocks = str(chunk.path), self.blocks
+        pos, index = 0, 0  # the next line: its start in data, its number in the chunk
+        stop = blocks.first_late(data, watermark)  # the first block ends with the line starting there
+        while pos <= len(data):
+            end = data.find(b"\n", min(stop, len(data)))
+            end = len(data) if end < 0 else end
+            part = data[pos:end].split(b"\n")
+            block = blocks.feedback(part)
             if block is None:
                 for k, line in enumerate(part):
                     if line.strip():
                         try:
                             rid, label, when = parse_feedback(line)
                         except (ValidationError, ValueError) as e:
-                            self._malformed(LineAt(chunk, i + k, pos), line, e, batch.counts)
+                            self._malformed(LineAt(chunk, index + k, chunk.start + pos), line, e, batch.counts)
                         else:
                             if when > watermark:
-                                return pos  # newer than the predictions read: it waits (with the lines after it)
+                                return chunk.start + pos  # newer than the predictions read: it waits, with the rest
                             labels.append((rid, label, path))
                     pos += len(line) + 1
             else:
                 ids, rows = block
-                late = {t for t in set(map(_TIME, rows)) if self.blocks.when(t) > watermark}
+                late = {t for t in set(map(_TIME, rows)) if blocks.when(t) > watermark}
                 n = list(map(late.__contains__, map(_TIME, rows))).index(True) if late else len(rows)
                 labels.extend(zip(ids[:n], rows[:n], repeat(path)))
-                pos += sum(map(len, part[:n])) + n
                 if n < len(rows):
-                    return pos
-            i, size = i + len(part), FEEDBACK_BLOCK
-        return pos
+                    return chunk.start + pos + sum(map(len, part[:n])) + n
+                pos = end + 1
+            index += len(part)
+            stop = pos + FEEDBACK_BLOCK
+        return chunk.end
 
     # --- storing ---------------------------------------------------------------------------------
     def _trim(self, store: MonitorStore, batch: Batch) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from itertools import compress
+from itertools import chain, compress
 from operator import attrgetter, itemgetter
 
 import orjson
@@ -51,6 +51,7 @@ class Joiner:
         source = {name: i for i, name in enumerate(names)}  # the last of a repeated name wins
         self.keys = sorted(source)
         self._pick = itemgetter(*(source[k] for k in self.keys))
+        self._levels_hold_separator = any("},{" in level for c in dataset.categorical for level in c.levels)
 
     # --- deciding -----------------------------------------------------------------------------
     def predictions(
@@ -107,30 +108,21 @@ class Joiner:
         """The labelled lines of the joined rows, in join order, as one block of bytes."""
         keys, pick = self.keys, self._pick
         records = [
-            dict(
-                zip(
-                    keys,
-                    pick(
-                        (
-                            *row.values,
-                            row.time,
-                            rid,
-                            row.model_version,
-                            int(label.label),
-                            float(row.probability),
-                            int(row.predicted),
-                            label.time,
-                        )
-                    ),
-                    strict=True,
-                )
-            )
-            for rid, row, label in joined
+            dict(zip(keys, pick((*values, t, rid, version, y, p, predicted, ft)), strict=True))
+            for rid, (t, version, values, p, predicted), (ft, y) in joined
         ]
         # One dumps of the list (a call per record costs three times as much), then one line per record: the
-        # records are flat, so "},{" separates two of them unless a text value holds it (then count them apart).
+        # records are flat, so each "},{" separates two of them unless a text value holds one (the levels are
+        # checked once; ids, versions and times here).
         data = orjson.dumps(records)
-        if data.count(b"},{") == len(records) - 1:
+        rows = list(map(_ROW, joined))
+        texts = chain(
+            map(itemgetter(0), joined),
+            set(map(_VERSION, rows)),
+            set(map(_TIME, rows)),
+            set(map(_TIME, map(itemgetter(2), joined))),
+        )
+        if not self._levels_hold_separator and "},{" not in "\n".join(texts):
             return data[1:-1].replace(b"},{", b"}\n{") + b"\n"
         return b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records)
 

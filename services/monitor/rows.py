@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from functools import partial
+from operator import itemgetter
 from typing import NamedTuple
 
 import orjson
@@ -95,6 +97,8 @@ def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> Pending
 _PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
 _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
 _NUMBER = (float, int)
+_PREDICTION_FIELDS = itemgetter("time", "request_id", "model_version", "inputs", "probability", "label", "threshold")
+_pending = partial(tuple.__new__, PendingPrediction)  # PendingPrediction(*fields) without a Python frame
 
 
 class PredictionParser:
@@ -113,8 +117,7 @@ class PredictionParser:
         try:
             d = orjson.loads(line)
             if type(d) is dict and d.keys() == _PREDICTION_KEYS:
-                t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
-                prob, label = d["probability"], d["label"]
+                t, rid, version, inputs, prob, label, threshold = _PREDICTION_FIELDS(d)
                 if (
                     type(t) is str
                     and type(rid) is str
@@ -122,7 +125,7 @@ class PredictionParser:
                     and type(inputs) is dict
                     and type(prob) in _NUMBER
                     and type(label) is int
-                    and type(d["threshold"]) in _NUMBER
+                    and type(threshold) in _NUMBER
                 ):
                     if t != self._last_time:
                         parse_utc(t)
@@ -130,7 +133,7 @@ class PredictionParser:
                     values = self._values(inputs)
                     probability = float(prob)
                     if values is not None and probability - probability == 0.0:  # finite
-                        return rid, PendingPrediction(t, version, values, probability, label)
+                        return rid, _pending((t, version, values, probability, label))
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
             pass
         rec = PredictionRecord.model_validate_json(line)
