@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from itertools import chain, compress
+from itertools import chain, compress, filterfalse
 from operator import attrgetter, itemgetter
 
 import orjson
@@ -83,7 +83,7 @@ class Joiner:
         if not labels:
             return
         ids = list(dict.fromkeys(map(itemgetter(0), labels)))
-        pending = store.pending_among([rid for rid in ids if rid not in fresh])
+        pending = store.pending_among(list(filterfalse(fresh.__contains__, ids)))
         known = set(store.orphans_among(ids))
         joined = batch.joined
         orphans: dict[str, OrphanLabel] = {}
