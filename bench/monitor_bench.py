@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         result: dict = {"labelled_share": share, **written}
         for name, cycles in runs.items():
             fields = ("seconds", "cpu_seconds", "ingest_seconds", "peak_rss_mb")
-            result[name] = {f: statistics.median(c[f] for c in cycles) for f in fields}
+            result[name] = {f: round(statistics.median(c[f] for c in cycles), 2) for f in fields}
             result[name] |= {f: cycles[0][f] for f in ("joined", "pending_after")}
             result[name]["per_round"] = [[c["seconds"], c["cpu_seconds"]] for c in cycles]
         prints = [c["fingerprint"] for cycles in runs.values() for c in cycles]

@@ -164,21 +164,21 @@ class Ingestor:
     # --- parsing ----------------------------------------------------------------------------------
     def _read_predictions(self, chunk: Chunk, preds: dict[str, PendingPrediction], batch: Batch) -> str | None:
         """Adds the chunk's valid predictions to `preds` and `batch.inputs`; returns the last one's time."""
-        last_time = None
-        pos = chunk.start
-        parse, inputs = self.parse_prediction, batch.inputs
-        for i, line in enumerate(chunk.lines):
-            start, pos = pos, pos + len(line) + 1
+        parse, inputs, lines = self.parse_prediction, batch.inputs, chunk.lines
+        first = len(inputs)
+        at, pos = 0, chunk.start  # a line's offset, counted forward only when a malformed line needs it
+        for i, line in enumerate(lines):
             try:
                 rid, row = parse(line)
             except (ValidationError, ValueError, KeyError, TypeError) as e:
-                if line.strip():
-                    self._malformed(LineAt(chunk, i, start), line, e, batch.counts)
+                if line.strip():  # (a blank line is skipped, not malformed)
+                    pos += sum(map(len, lines[at:i])) + i - at
+                    at = i
+                    self._malformed(LineAt(chunk, i, pos), line, e, batch.counts)
                 continue
             preds[rid] = row
             inputs.append(row)
-            last_time = row.time
-        return last_time
+        return inputs[-1].time if len(inputs) > first else None
 
     def _read_feedback(
         self, chunk: Chunk, watermark: datetime, labels: list[tuple[str, OrphanLabel, str]], batch: Batch

@@ -189,12 +189,19 @@ def test_odd_ids_and_a_malformed_label_amid_plain_ones_give_the_same_rows_as_lin
     df = day2(paths, "natural").iloc[:60]
     ids = [f"id-{i}" if i % 7 else f"id-{i}}},{{x" for i in range(60)]
     preds, fbs, _ = prediction_lines(paths, df, ids=ids)
-    append(paths.prediction_log_dir / "i1.jsonl", preds)
-    append(paths.feedback_log_dir / "i1.jsonl", fbs[:30] + ['{"time": "t", "request_id": 1}'] + fbs[30:])
+    bad = ['{"time": "t", "request_id": 1}', "[]", ""]  # two malformed lines and a blank one
+    append(paths.prediction_log_dir / "i1.jsonl", preds[:10] + bad[:1] + preds[10:20] + bad[1:] + preds[20:])
+    append(paths.feedback_log_dir / "i1.jsonl", fbs[:30] + bad[:1] + fbs[30:])
     with open_store(paths) as store:
         c = ingestor(paths).run(store)
-    assert (c.predictions, c.feedback, c.labelled, c.malformed) == (60, 60, 60, 1)
-    assert [(m.file, m.line) for m in c.malformed_lines] == [("logs/feedback/i1.jsonl", 31)]
+    assert (c.predictions, c.feedback, c.labelled, c.malformed) == (60, 60, 60, 3)
+    text = (paths.prediction_log_dir / "i1.jsonl").read_bytes()
+    starts = [text.index(b'{"time": "t"'), text.index(b"\n[]\n") + 1]
+    assert [(m.file, m.line, m.offset) for m in c.malformed_lines] == [
+        ("logs/predictions/i1.jsonl", 11, starts[0]),
+        ("logs/predictions/i1.jsonl", 22, starts[1]),
+        ("logs/feedback/i1.jsonl", 31, len("\n".join(fbs[:30])) + 1),
+    ]
     lines = labelled_file(paths).read_bytes().splitlines()
     assert [json.loads(line)["request_id"] for line in lines] == ids
     assert all(list(json.loads(line)) == sorted(json.loads(line)) for line in lines)
