@@ -8,8 +8,8 @@ step's transaction):
   (counted, logged, ignored); any other label waits for its prediction (an orphan).
 The store is asked only about request_ids it holds (it keeps their set: services.monitor.store), so a step
 whose predictions and labels meet each other costs no index lookups. The joined rows then become, in join
-order, the labelled lines (`lines`: the dataset's labelled record, keys sorted, byte for byte what the record's
-dict dumped with sorted keys gives), the version windows' rows (`windows`) and the per-version counts.
+order, the labelled lines (`labelled`: the dataset's labelled record, keys sorted, byte for byte what the
+record's dict dumped with sorted keys gives), the version windows' rows (`windows`) and the per-version counts.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ _TIME = attrgetter("time")
 class Joiner:
     def __init__(self, dataset: DatasetConfig) -> None:
         # The labelled record is the features, then these (a feature of the same name is overwritten, as a dict
-        # update would). Its keys in sorted order and, for each, where its value sits in `_line_values`.
+        # update would). Its keys in sorted order and, for each, where its value sits in the tuple `labelled`
+        # builds (readings, then these seven in this order).
         names = [
             *dataset.feature_names,
             "time",
@@ -105,7 +106,8 @@ class Joiner:
 
     # --- what the joined rows become ------------------------------------------------------------
     def labelled(self, joined: list[Joined]) -> bytes:
-        """The labelled lines of the joined rows, in join order, as one block of bytes."""
+        """The labelled lines of the joined rows, in join order, as one block of bytes. (The rows hold the label
+        and the served label as ints and the probability as a float already: services.monitor.rows.)"""
         keys, pick = self.keys, self._pick
         records = [
             dict(zip(keys, pick((*values, t, rid, version, y, p, predicted, ft)), strict=True))
