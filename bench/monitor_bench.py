@@ -180,7 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             }
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
+    for name in trees:  # the throw-away project (if one was built) stays, for another run with --config
+        (work / f"{name}.json").unlink(missing_ok=True)
     shutil.rmtree(work / "baseline", ignore_errors=True)
+    if args.config is not None:
+        shutil.rmtree(work, ignore_errors=True)
     return status
 
 
