@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from itertools import repeat
-from operator import eq, itemgetter
+from operator import itemgetter
 
 import orjson
 
@@ -27,7 +27,9 @@ from services.monitor.rows import OrphanLabel
 from shared.schemas import FeedbackRecord, parse_utc
 
 _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
-_FIELDS = itemgetter("time", "request_id", "label")
+_NAMES = ("time", "request_id", "label")
+assert frozenset(_NAMES) == _FEEDBACK_KEYS  # with the length check, a record holding each of them holds only them
+_FIELDS = itemgetter(*_NAMES)
 _LABELS = frozenset({0, 1})
 _BAD = (ValueError, KeyError, TypeError)  # orjson.JSONDecodeError is a ValueError
 # Parsed times kept between steps (a coalescing server stamps many lines with one time); cleared beyond this.
@@ -55,11 +57,7 @@ class BlockParser:
         """(request_ids, labels) of the lines if every one is a plain feedback record, else None."""
         try:
             records = list(map(orjson.loads, lines))
-            if (
-                not records
-                or _types(records) != {dict}
-                or not all(map(eq, repeat(_FEEDBACK_KEYS), map(dict.keys, records)))
-            ):
+            if not records or _types(records) != {dict} or set(map(len, records)) != {len(_FEEDBACK_KEYS)}:
                 return None
             times, ids, labels = zip(*map(_FIELDS, records), strict=True)
             if _types(times) != {str} or _types(ids) != {str} or _types(labels) != {int}:

@@ -97,7 +97,9 @@ def compact_prediction(rec: PredictionRecord, dataset: DatasetConfig) -> Pending
 _PREDICTION_KEYS = frozenset(PredictionRecord.model_fields)
 _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
 _NUMBER = (float, int)
-_PREDICTION_FIELDS = itemgetter("time", "request_id", "model_version", "inputs", "probability", "label", "threshold")
+_PREDICTION_NAMES = ("time", "request_id", "model_version", "inputs", "probability", "label", "threshold")
+assert frozenset(_PREDICTION_NAMES) == _PREDICTION_KEYS  # the fast path reads every key of the record
+_PREDICTION_FIELDS = itemgetter(*_PREDICTION_NAMES)
 _pending = partial(tuple.__new__, PendingPrediction)  # PendingPrediction(*fields) without a Python frame
 
 
@@ -116,7 +118,7 @@ class PredictionParser:
     def __call__(self, line: bytes) -> tuple[str, PendingPrediction]:
         try:
             d = orjson.loads(line)
-            if type(d) is dict and d.keys() == _PREDICTION_KEYS:
+            if type(d) is dict and len(d) == len(_PREDICTION_KEYS):  # and each key (KeyError): exactly the keys
                 t, rid, version, inputs, prob, label, threshold = _PREDICTION_FIELDS(d)
                 if (
                     type(t) is str
