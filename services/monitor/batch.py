@@ -1,17 +1,21 @@
 """One ingest step's results before they are stored: the counts a cycle reports and what the step derived
-(labelled lines, window rows, per-version counts, totals). Plain data; services.monitor.ingest fills it.
+(the joined rows, per-version counts, totals). Plain data; services.monitor.ingest and .join fill it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from services.monitor.report_model import MalformedLine
-from services.monitor.rows import PendingPrediction, WindowRow
+from services.monitor.rows import OrphanLabel, PendingPrediction
 from services.monitor.store import VersionCounts
 
 # Malformed lines named one by one in a cycle's report (all of them are counted and logged).
 MAX_MALFORMED_LISTED = 20
+
+
+Joined = tuple[str, PendingPrediction, OrphanLabel]  # request_id, its prediction, its label
 
 
 @dataclass
@@ -40,9 +44,8 @@ class Batch:
     """What one step derived from its lines, before it is stored."""
 
     counts: StepCounts = field(default_factory=StepCounts)
-    joined: list[bytes] = field(default_factory=list)  # labelled lines
     inputs: list[PendingPrediction] = field(default_factory=list)  # every valid prediction, in log order
-    windows: dict[str, list[WindowRow]] = field(default_factory=dict)
+    joined: list[Joined] = field(default_factory=list)  # in join order
     versions: dict[str, VersionCounts] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
 
@@ -54,11 +57,11 @@ class Batch:
 
 
 def newest(rows: list, keep: int) -> list:
-    """The `keep` most recent rows by time (ties: the later one), oldest first."""
+    """The `keep` most recent rows by time (ties: the later one), oldest first (all of them, as they are, if
+    there are no more)."""
     if len(rows) <= keep:
         return rows
     return sorted(rows, key=by_time)[-keep:]
 
 
-def by_time(row: PendingPrediction | WindowRow) -> str:
-    return row.time
+by_time = itemgetter(0)  # the time of a PendingPrediction, InputRow or WindowRow (their first field)

@@ -2,43 +2,47 @@
 
 A cycle's `run` reads every prediction and feedback log up to the size it had when the run began (lines appended
 later wait for the next cycle, so a cycle ends however fast the logs grow), in bounded steps. One step reads a
-batch of new complete lines from each file, parses them, looks the batch's request_ids up in the store (pending
-predictions, orphan labels: index lookups, never the whole table in memory), joins, then inside ONE store
-transaction (services.monitor.store)
+batch of new complete lines from each file, parses them, joins them with each other and with what waits in the
+store (services.monitor.join: the store is asked only about request_ids it holds, never the whole table in
+memory), then inside ONE store transaction (services.monitor.store)
 1. updates pending, orphans, the drift and performance windows, the counts and totals;
 2. appends the joined rows to the labelled file and fsyncs it;
 3. records the new offsets and the labelled file's new committed length, and commits.
 A crash before the commit rolls 1 and 3 back; the bytes 2 left beyond the committed length are cut on the next
 start (`recover_labelled`), and the same lines are read again from the old offsets and joined the same way.
 So no record is lost and none is counted twice.
+
+Where a step's time goes (bench.monitor_bench, docs/benchmarks.md): per prediction line an orjson parse and its
+field checks (services.monitor.rows.PredictionParser); per label line the same a block at a time
+(services.monitor.blocks), and only up to the watermark; per joined row its labelled line (one orjson call for
+the step's rows); per prediction left waiting one row inserted (and, beyond max_pending, one deleted). The
+cyclic garbage collector is paused during a step (see `step`).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+from collections import Counter
 from datetime import UTC, datetime
+from itertools import repeat
+from operator import attrgetter
 from pathlib import Path
 
-import orjson
 from pydantic import ValidationError
 
 from services.monitor.batch import MAX_MALFORMED_LISTED, Batch, StepCounts, newest
+from services.monitor.blocks import FEEDBACK_BLOCK, BlockParser
+from services.monitor.join import Joiner
 from services.monitor.reader import Chunk, LineAt, LogDir, count_newlines
 from services.monitor.report_model import MalformedLine
-from services.monitor.rows import (
-    OrphanLabel,
-    PendingPrediction,
-    PredictionParser,
-    WindowRow,
-    parse_feedback,
-)
+from services.monitor.rows import OrphanLabel, PendingPrediction, PredictionParser, parse_feedback
 from services.monitor.store import MonitorStore
 from shared.atomic import append_bytes
 from shared.dataset import DatasetConfig
 from shared.errors import IntegrityError, explain
 from shared.paths import Paths
-from shared.schemas import parse_utc
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +73,6 @@ class Ingestor:
         self.max_orphans = max_orphans
         self.paths = paths
         self.dataset = dataset
-        self.features = dataset.feature_names
-        self.label_name = dataset.label.name
         self.predictions = LogDir(paths.prediction_log_dir, "predictions")
         self.feedback = LogDir(paths.feedback_log_dir, "feedback")
         self.window_size = window_size
@@ -78,6 +80,8 @@ class Ingestor:
         self.batch_bytes = batch_bytes
         self._line_numbers: dict[tuple[str, int], int] = {}
         self.parse_prediction = PredictionParser(dataset)
+        self.blocks = BlockParser()
+        self.joiner = Joiner(dataset)
 
     def backlog_bytes(self, store: MonitorStore) -> int:
         offsets = store.offsets()
@@ -101,7 +105,22 @@ class Ingestor:
         so a label stamped at or before the earliest "last prediction read" of the prediction files still
         behind finds its prediction already read. Catching up on a backlog therefore keeps few labels
         waiting for their prediction, and pending predictions stay about one feedback delay's worth.
+
+        Python's cyclic garbage collector is paused during a step: a step allocates some 10^5 short-lived
+        containers (parsed lines, rows), none in a reference cycle, and the collector would otherwise walk the
+        monitor's whole heap (pandas, sklearn, the reference data) again and again for nothing (the code before
+        the pause took 21-24 CPU seconds over the benchmark's million labelled predictions with it, 14-15
+        without). Whatever a step leaves is collected after it as usual.
         """
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._step(store, limits)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _step(self, store: MonitorStore, limits: dict[str, int] | None) -> tuple[StepCounts, bool]:
         offsets = store.offsets()
         pred_chunks = self.predictions.read(offsets, max_bytes=self.batch_bytes, limits=limits)
         fb_chunks = self.feedback.read(offsets, max_bytes=self.batch_bytes, limits=limits)
@@ -109,56 +128,31 @@ class Ingestor:
             return StepCounts(), False
         batch = Batch()
         new_offsets: dict[str, int] = {}
-        preds: dict[str, PendingPrediction] = {}
+        preds: dict[str, PendingPrediction] = {}  # a request_id logged twice in one batch: the last one counts
         watermark = _LATEST
-        parse = self.parse_prediction
         for chunk in pred_chunks:
-            last_time = None
-            pos = chunk.start
-            for i, line in enumerate(chunk.lines):
-                start, pos = pos, pos + len(line) + 1
-                if not line.strip():
-                    continue
-                try:
-                    rid, row = parse(line)
-                except (ValidationError, ValueError, KeyError, TypeError) as e:
-                    self._malformed(LineAt(chunk, i, start), line, e, batch.counts)
-                    continue
-                preds[rid] = row  # a request_id logged twice in one batch: the last one counts, as a dict would
-                batch.inputs.append(row)
-                last_time = row.time
+            last_time = self._read_predictions(chunk, preds, batch)
             new_offsets[chunk.key] = chunk.end
             limit = limits.get(chunk.key) if limits else None
             if chunk.end < (_size(chunk.path) if limit is None else limit):  # still behind: labels wait for it
-                watermark = min(watermark, parse_utc(last_time) if last_time else _EARLIEST)
+                watermark = min(watermark, self.blocks.when(last_time) if last_time else _EARLIEST)
         batch.counts.predictions = len(batch.inputs)
-        for row in batch.inputs:
-            batch.version(row.model_version).predictions += 1
+        for version, n in Counter(map(_VERSION, batch.inputs)).items():
+            batch.version(version).predictions += n
         labels: list[tuple[str, OrphanLabel, str]] = []
         for chunk in fb_chunks:
-            path, pos = str(chunk.path), chunk.start
-            for i, line in enumerate(chunk.lines):
-                if line.strip():
-                    try:
-                        rid, label, when = parse_feedback(line)
-                    except (ValidationError, ValueError) as e:
-                        self._malformed(LineAt(chunk, i, pos), line, e, batch.counts)
-                    else:
-                        if when > watermark:
-                            break  # newer than the predictions read: it waits (with the lines after it)
-                        labels.append((rid, label, path))
-                pos += len(line) + 1
+            pos = self._read_feedback(chunk, watermark, labels, batch)
             if pos != chunk.start:
                 new_offsets[chunk.key] = pos
         batch.counts.feedback = len(labels)
         if not new_offsets:
             return batch.counts, False
         with store.step():
-            fresh = self._store_predictions(store, preds, batch)
-            self._store_labels(store, labels, batch, fresh)
+            fresh = self.joiner.predictions(store, preds, batch)
+            self.joiner.labels(store, labels, batch, fresh)
             store.put_pending(fresh)  # what is still waiting (a label in this batch never touches the table)
             self._trim(store, batch)
-            self._append(store, batch.joined)
+            self._append(store, batch)
             store.set_offsets(new_offsets)
             store.add_counts(batch.versions)
             c = batch.counts
@@ -167,97 +161,92 @@ class Ingestor:
         batch.counts.labelled = len(batch.joined)
         return batch.counts, True
 
-    # --- joining (the batch against the store) -------------------------------------------------
-    def _store_predictions(
-        self, store: MonitorStore, preds: dict[str, PendingPrediction], batch: Batch
-    ) -> dict[str, PendingPrediction]:
-        """A prediction whose label is already waiting joins it; returns the others (they wait for theirs)."""
-        if not preds:
-            return {}
-        orphans = store.orphans_among(list(preds))
-        waiting = {}
-        for rid, row in preds.items():
-            label = orphans.pop(rid, None)
-            if label is None:
-                waiting[rid] = row
+    # --- parsing ----------------------------------------------------------------------------------
+    def _read_predictions(self, chunk: Chunk, preds: dict[str, PendingPrediction], batch: Batch) -> str | None:
+        """Adds the chunk's valid predictions to `preds` and `batch.inputs`; returns the last one's time."""
+        parse, inputs, lines = self.parse_prediction, batch.inputs, chunk.lines
+        first = len(inputs)
+        at, pos = 0, chunk.start  # a line's offset, counted forward only when a malformed line needs it
+        for i, line in enumerate(lines):
+            try:
+                rid, row = parse(line)
+            except (ValidationError, ValueError, KeyError, TypeError) as e:
+                if line.strip():  # (a blank line is skipped, not malformed)
+                    pos += sum(map(len, lines[at:i])) + i - at
+                    at = i
+                    self._malformed(LineAt(chunk, i, pos), line, e, batch.counts)
+                continue
+            preds[rid] = row
+            inputs.append(row)
+        return inputs[-1].time if len(inputs) > first else None
+
+    def _read_feedback(
+        self, chunk: Chunk, watermark: datetime, labels: list[tuple[str, OrphanLabel, str]], batch: Batch
+    ) -> int:
+        """Adds the chunk's valid labels up to the first one newer than `watermark` (it waits, with the lines
+        after it) to `labels`; returns the offset after the last line used. Splits and parses a block of lines
+        at a time (services.monitor.blocks), line by line where a block is not plain."""
+        data = chunk.data
+        if data is None:
+            return chunk.start
+        path, blocks = str(chunk.path), self.blocks
+        pos, index = 0, 0  # the next line: its start in data, its number in the chunk
+        stop = blocks.first_late(data, watermark)  # the first block ends with the line starting there
+        while pos <= len(data):
+            end = data.find(b"\n", min(stop, len(data)))
+            end = len(data) if end < 0 else end
+            part = data[pos:end].split(b"\n")
+            block = blocks.feedback(part)
+            if block is None:
+                for k, line in enumerate(part):
+                    if line.strip():
+                        try:
+                            rid, label, when = parse_feedback(line)
+                        except (ValidationError, ValueError) as e:
+                            self._malformed(LineAt(chunk, index + k, chunk.start + pos), line, e, batch.counts)
+                        else:
+                            if when > watermark:
+                                return chunk.start + pos  # newer than the predictions read: it waits, with the rest
+                            labels.append((rid, label, path))
+                    pos += len(line) + 1
             else:
-                self._join(batch, rid, row, label)
-        store.drop("orphans", [rid for rid in preds if rid not in waiting])
-        return waiting
+                ids, rows = block
+                late = {t for t in set(map(_TIME, rows)) if blocks.when(t) > watermark}
+                n = list(map(late.__contains__, map(_TIME, rows))).index(True) if late else len(rows)
+                labels.extend(zip(ids[:n], rows[:n], repeat(path)))
+                if n < len(rows):
+                    return chunk.start + pos + sum(map(len, part[:n])) + n
+                pos = end + 1
+            index += len(part)
+            stop = pos + FEEDBACK_BLOCK
+        return chunk.end
 
-    def _store_labels(
-        self,
-        store: MonitorStore,
-        labels: list[tuple[str, OrphanLabel, str]],
-        batch: Batch,
-        fresh: dict[str, PendingPrediction],
-    ) -> None:
-        """A label whose prediction waits (in this batch's `fresh` ones, taken out of it, or in the store) joins it;
-        a second label for a waiting orphan's request_id is ignored; the others wait for their prediction."""
-        if not labels:
-            return
-        ids = list({rid: None for rid, _, _ in labels})
-        pending = store.pending_among([rid for rid in ids if rid not in fresh])
-        known = set(store.orphans_among(ids))
-        joined: list[str] = []
-        orphans: dict[str, OrphanLabel] = {}
-        for rid, label, path in labels:
-            row = fresh.pop(rid, None) or pending.pop(rid, None)
-            if row is not None:
-                self._join(batch, rid, row, label)
-                joined.append(rid)  # (a copy logged in an earlier batch may wait in the store: it goes too)
-            elif rid in known:
-                batch.totals["duplicate_feedback"] = batch.totals.get("duplicate_feedback", 0) + 1
-                log.warning("second label for request_id %s in %s ignored (the first one counts)", rid, path)
-            else:
-                orphans[rid] = label
-                known.add(rid)
-        store.drop("pending", joined)
-        store.put_orphans(orphans)
-
-    def _join(self, batch: Batch, request_id: str, row: PendingPrediction, label: OrphanLabel) -> None:
-        y = int(label.label)
-        record = dict(zip(self.features, row.values, strict=True))
-        record |= {
-            "time": row.time,
-            "request_id": request_id,
-            "model_version": row.model_version,
-            self.label_name: y,
-            "probability": float(row.probability),
-            "predicted": int(row.predicted),
-            "feedback_time": label.time,
-        }
-        batch.joined.append(orjson.dumps(record, option=_LINE))
-        batch.windows.setdefault(row.model_version, []).append(
-            WindowRow(row.time, y, int(row.predicted), float(row.probability))
-        )
-        c = batch.version(row.model_version)
-        c.labelled += 1
-        c.positives += y
-
+    # --- storing ---------------------------------------------------------------------------------
     def _trim(self, store: MonitorStore, batch: Batch) -> None:
         # Keep the most recent by prediction time (files are read one after another, not in time order): rows
         # of the batch older than its own newest `keep` can never be kept, so they are not even stored.
         store.add_inputs([r.inputs() for r in newest(batch.inputs, self.drift_window)], keep=self.drift_window)
-        for version, rows in batch.windows.items():
-            store.add_window_rows(version, newest(rows, self.window_size), keep=self.window_size)
+        for version, rows in self.joiner.windows(batch.joined, self.window_size).items():
+            store.add_window_rows(version, rows, keep=self.window_size)
         for table, cap in (("pending", self.max_pending), ("orphans", self.max_orphans)):
             dropped = store.keep_newest(table, cap)
             if dropped:
                 batch.totals[f"expired_{table}"] = dropped
                 log.warning("%d %s dropped (more than %d waiting)", dropped, table, cap)
 
-    def _append(self, store: MonitorStore, joined: list[bytes]) -> None:
-        if not joined:
+    def _append(self, store: MonitorStore, batch: Batch) -> None:
+        """Append the joined rows' labelled lines, fsynced; record the file's new committed length."""
+        if not batch.joined:
             return
+        self.joiner.count(batch)
         size, rows = store.labelled_length()
         path = self.paths.labelled_file
         on_disk = path.stat().st_size if path.is_file() else 0
         if on_disk != size:
             raise IntegrityError(f"{path} holds {on_disk} bytes, the monitor store {store.path} committed {size}")
-        data = b"".join(joined)
+        data = self.joiner.labelled(batch.joined)
         append_bytes(path, data)
-        store.set_labelled_length(size + len(data), rows + len(joined))
+        store.set_labelled_length(size + len(data), rows + len(batch.joined))
 
     # --- malformed lines ---------------------------------------------------------------------------
     def _malformed(self, where: LineAt, line: bytes, err: Exception, counts: StepCounts) -> None:
@@ -295,7 +284,8 @@ def _size(path: Path) -> int:
         return 0
 
 
-_LINE = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+_VERSION = attrgetter("model_version")
+_TIME = attrgetter("time")
 _LATEST = datetime.max.replace(tzinfo=UTC)
 _EARLIEST = datetime.min.replace(tzinfo=UTC)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,14 +29,14 @@ class Chunk:
     path: Path
     start: int
     end: int
-    lines: list[bytes]
+    data: (
+        bytes | None
+    )  # the lines joined by their newlines, without the last one (file bytes start..end-1); None: no line
 
-    def positions(self):
-        """(line, offset just after it) for each line."""
-        pos = self.start
-        for line in self.lines:
-            pos += len(line) + 1
-            yield line, pos
+    @cached_property
+    def lines(self) -> list[bytes]:
+        """The lines, split at first use (a reader that needs only the first few splits only those: `data`)."""
+        return [] if self.data is None else self.data.split(b"\n")
 
 
 class LineAt(NamedTuple):
@@ -52,10 +53,16 @@ def read_complete_lines(
     """Complete lines from `offset` (at most about `max_bytes`, always at least one whole line if there is
     one, never beyond byte `limit`) and the new offset. A file shorter than `offset` was replaced: read it
     from the start."""
+    data, end = read_complete(path, offset, max_bytes=max_bytes, limit=limit)
+    return ([] if data is None else data.split(b"\n")), end
+
+
+def read_complete(path: Path, offset: int, *, max_bytes: int, limit: int | None = None) -> tuple[bytes | None, int]:
+    """`read_complete_lines`, the lines joined by their newlines (without the last one; None: no line)."""
     try:
         size = os.path.getsize(path)
     except FileNotFoundError:
-        return [], offset
+        return None, offset
     if limit is not None:
         size = min(size, limit)
     if size < offset:
@@ -67,7 +74,7 @@ def read_complete_lines(
         )
         offset = 0
     if size == offset:
-        return [], offset
+        return None, offset
     with open(path, "rb") as f:
         f.seek(offset)
         data = f.read(min(max_bytes, size - offset))
@@ -79,10 +86,9 @@ def read_complete_lines(
             data += more
     cut = data.rfind(b"\n")
     if cut < 0:
-        return [], offset
-    complete = data[:cut]
-    # Split on "\n" only: each line then spans exactly len(line) + 1 bytes of the file.
-    return complete.split(b"\n"), offset + cut + 1
+        return None, offset
+    # Lines end at "\n" only: each line then spans exactly len(line) + 1 bytes of the file.
+    return data[:cut], offset + cut + 1
 
 
 class LogDir:
@@ -131,9 +137,9 @@ class LogDir:
                     start = 0
             except FileNotFoundError:
                 continue
-            lines, end = read_complete_lines(path, start, max_bytes=max_bytes, limit=limit)
-            if lines or end != start:
-                chunks.append(Chunk(key=key, path=path, start=start, end=end, lines=lines))
+            data, end = read_complete(path, start, max_bytes=max_bytes, limit=limit)
+            if data is not None or end != start:
+                chunks.append(Chunk(key=key, path=path, start=start, end=end, data=data))
         return chunks
 
     def pending_bytes(self, offsets: dict[str, int]) -> int:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
+from functools import partial
+from operator import itemgetter
 from typing import NamedTuple
 
 import orjson
@@ -97,6 +99,10 @@ _SHADOWED_KEYS = _PREDICTION_KEYS | {"shadow"}  # a line the live shadow scored 
 _SHADOW_KEYS = frozenset(ShadowScore.model_fields)
 _FEEDBACK_KEYS = frozenset(FeedbackRecord.model_fields)
 _NUMBER = (float, int)
+_PREDICTION_NAMES = ("time", "request_id", "model_version", "inputs", "probability", "label", "threshold")
+assert frozenset(_PREDICTION_NAMES) == _PREDICTION_KEYS  # the fast path reads every key of the record
+_PREDICTION_FIELDS = itemgetter(*_PREDICTION_NAMES)
+_pending = partial(tuple.__new__, PendingPrediction)  # PendingPrediction(*fields) without a Python frame
 
 
 def _plain_shadow(d: dict) -> bool:
@@ -127,9 +133,11 @@ class PredictionParser:
     def __call__(self, line: bytes) -> tuple[str, PendingPrediction]:
         try:
             d = orjson.loads(line)
-            if type(d) is dict and (d.keys() == _PREDICTION_KEYS or (d.keys() == _SHADOWED_KEYS and _plain_shadow(d))):
-                t, rid, version, inputs = d["time"], d["request_id"], d["model_version"], d["inputs"]
-                prob, label = d["probability"], d["label"]
+            if type(d) is dict and (
+                len(d) == len(_PREDICTION_KEYS)  # and each key (KeyError below): exactly the keys
+                or (len(d) == len(_SHADOWED_KEYS) and "shadow" in d and _plain_shadow(d))
+            ):
+                t, rid, version, inputs, prob, label, threshold = _PREDICTION_FIELDS(d)
                 if (
                     type(t) is str
                     and type(rid) is str
@@ -137,7 +145,7 @@ class PredictionParser:
                     and type(inputs) is dict
                     and type(prob) in _NUMBER
                     and type(label) is int
-                    and type(d["threshold"]) in _NUMBER
+                    and type(threshold) in _NUMBER
                 ):
                     if t != self._last_time:
                         parse_utc(t)
@@ -145,7 +153,7 @@ class PredictionParser:
                     values = self._values(inputs)
                     probability = float(prob)
                     if values is not None and probability - probability == 0.0:  # finite
-                        return rid, PendingPrediction(t, version, values, probability, label)
+                        return rid, _pending((t, version, values, probability, label))
         except (orjson.JSONDecodeError, ValueError, KeyError, TypeError):
             pass
         rec = PredictionRecord.model_validate_json(line)

@@ -181,3 +181,29 @@ def test_waiting_records_beyond_the_configured_caps_are_dropped_oldest_first_and
     assert state.ids("pending") == set(ids[20:30])  # the newest kept
     assert len(state.ids("orphans")) == 5 and state.totals()["expired_orphans"] == 15
     assert state.ids("orphans") == set(ids[45:50])
+
+
+def test_odd_ids_and_a_malformed_label_amid_plain_ones_give_the_same_rows_as_line_by_line(paths):
+    # Request ids holding the labelled lines' record separator "},{" (the labelled block then dumps line by line)
+    # and a malformed feedback line amid plain ones (its block is then parsed line by line): nothing changes.
+    df = day2(paths, "natural").iloc[:60]
+    ids = [f"id-{i}" if i % 7 else f"id-{i}}},{{x" for i in range(60)]
+    preds, fbs, _ = prediction_lines(paths, df, ids=ids)
+    bad = ['{"time": "t", "request_id": 1}', "[]", ""]  # two malformed lines and a blank one
+    append(paths.prediction_log_dir / "i1.jsonl", preds[:10] + bad[:1] + preds[10:20] + bad[1:] + preds[20:])
+    append(paths.feedback_log_dir / "i1.jsonl", fbs[:30] + bad[:1] + fbs[30:])
+    with open_store(paths) as store:
+        c = ingestor(paths).run(store)
+    assert (c.predictions, c.feedback, c.labelled, c.malformed) == (60, 60, 60, 3)
+    text = (paths.prediction_log_dir / "i1.jsonl").read_bytes()
+    starts = [text.index(b'{"time": "t"'), text.index(b"\n[]\n") + 1]
+    assert [(m.file, m.line, m.offset) for m in c.malformed_lines] == [
+        ("logs/predictions/i1.jsonl", 11, starts[0]),
+        ("logs/predictions/i1.jsonl", 22, starts[1]),
+        ("logs/feedback/i1.jsonl", 31, len("\n".join(fbs[:30])) + 1),
+    ]
+    lines = labelled_file(paths).read_bytes().splitlines()
+    assert [json.loads(line)["request_id"] for line in lines] == ids
+    assert all(list(json.loads(line)) == sorted(json.loads(line)) for line in lines)
+    got = load_labelled(paths)
+    assert raw_columns_equal(got.reset_index(drop=True), df.reset_index(drop=True))
