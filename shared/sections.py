@@ -224,6 +224,11 @@ class GateConfig(_Strict):
     window_size: PosInt
     min_positives: Annotated[int, Field(ge=0)]
     bootstrap: BootstrapConfig
+    # The shadow replay of logged traffic (services/trainer/shadow_veto.py): with at least min_positives failures
+    # among its labelled rows, a candidate whose expected cost there exceeds the served predictions' by more than
+    # shadow_cost_margin (cost per 1,000 readings) is kept even when the bootstrap says promote.
+    shadow_veto: bool
+    shadow_cost_margin: Annotated[float, Field(ge=0)]
 
     @model_validator(mode="after")
     def _margin_in_units(self) -> GateConfig:

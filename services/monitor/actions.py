@@ -109,6 +109,8 @@ class GateStep(_Model):
     serving_version: str | None
     decided_at: str | None
     auto_promote: bool | None
+    shadow_verdict: str | None = None  # the shadow's part in the decision (gate.shadow): veto, pass, not_enough, off
+    shadow_reason: str | None = None
 
 
 class DeployStep(_Model):
@@ -190,6 +192,8 @@ def gate_step(gate: dict[str, Any]) -> GateStep:
         serving_version=(gate.get("serving") or {}).get("version"),
         decided_at=gate.get("decided_at"),
         auto_promote=gate.get("auto_promote"),
+        shadow_verdict=(gate.get("shadow") or {}).get("verdict"),
+        shadow_reason=(gate.get("shadow") or {}).get("reason"),
     )
 
 

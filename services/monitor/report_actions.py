@@ -110,10 +110,11 @@ def _gate(g: GateStep | None) -> str:
         if g.interval_low is not None
         else ""
     )
+    shadow = f"; shadow <b>{e(g.shadow_verdict)}</b>: {e(g.shadow_reason)}" if g.shadow_verdict else ""
     return (
         f"<b class='{cls}'>{e(g.decision)}</b> over {e(g.serving_version)}: {e(g.metric)} improvement "
         f"{fmt(g.difference)}{interval}, margin {fmt(g.margin)}; {e(g.window_rows)} labelled rows "
-        f"({e(g.window_positives)} failures)"
+        f"({e(g.window_positives)} failures){shadow}"
     )
 
 

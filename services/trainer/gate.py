@@ -7,7 +7,9 @@ metadata.json decision.threshold). `monitoring.gate.metric` scores them: expecte
 decision costs; lower is better) or F1, recall, precision of the failure class. A paired bootstrap
 (`monitoring.gate.bootstrap`: the same resampled rows for both models, a seeded generator) gives the interval of
 the candidate's improvement; the candidate is promoted when the interval's lower bound is at least
-`monitoring.gate.margin` and `monitoring.gate.auto_promote` is true. Otherwise it stays registered and the pin
+`monitoring.gate.margin`, the shadow does not veto it (services.trainer.shadow_veto: its expected cost on the
+labelled logged traffic worse than the served predictions' by more than `monitoring.gate.shadow_cost_margin`) and
+`monitoring.gate.auto_promote` is true. Otherwise it stays registered and the pin
 does not move. Same candidate, serving model and window: the same decision and interval, run after run.
 
 `decide` returns a `GateDecision`; `GateDecision.model_dump()` is what is stored as `gate` in the candidate's
@@ -29,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model
 from sklearn.metrics import precision_recall_fscore_support
 
 from services.trainer.decision import Costs, Interval, improvement, paired_bootstrap
+from services.trainer.shadow_veto import ShadowCheck
 from shared.atomic import sha256_bytes
 from shared.config import Settings
 from shared.errors import DataValidationError, NotFoundError
@@ -158,7 +161,8 @@ class GateDecision(_Record):
     difference: float | None = None
     interval: Interval | None = None
     costs: Costs | None = None
-    OMIT_WHEN_NONE = frozenset({"difference", "interval", "costs"})
+    shadow: ShadowCheck | None = None  # the shadow figures the decision used (None: decided without a shadow)
+    OMIT_WHEN_NONE = frozenset({"difference", "interval", "costs", "shadow"})
 
     @property
     def promote(self) -> bool:
@@ -212,11 +216,13 @@ def decide(
     scorer: ScorerFactory | None = None,
     candidate_version_hint: str | None = None,
     candidate_threshold: float | None = None,
+    shadow: ShadowCheck | None = None,
 ) -> GateDecision:
     """Score candidate and serving model on `window` (the dataset's features and label); promote or keep.
 
     `candidate_threshold`: the candidate's own (the trainer's choice; default training.threshold), used unless
-    deployment.threshold overrides it."""
+    deployment.threshold overrides it. `shadow`: the candidate on the logged traffic; its veto keeps a candidate
+    the bootstrap would promote."""
     gate = settings.monitoring.gate
     costs = Costs.from_config(settings.decision)
     threshold = settings.deployment.threshold
@@ -239,6 +245,9 @@ def decide(
     def finish(
         *, better: bool, reason: str, difference: float | None = None, interval: Interval | None = None
     ) -> GateDecision:
+        if shadow is not None:
+            reason += f"; shadow: {shadow.reason}"
+            better = better and not shadow.vetoes
         promote = better and gate.auto_promote
         if better and not gate.auto_promote:
             reason += "; monitoring.gate.auto_promote is false: registered, not promoted"
@@ -256,6 +265,7 @@ def decide(
             difference=difference,
             interval=interval,
             costs=costs,
+            shadow=shadow,
         )
         log.info("gate: %s (%s)", decision.decision, reason)
         return decision

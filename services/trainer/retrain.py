@@ -3,10 +3,12 @@ register (once per message id) -> promote when the gate says so and config allow
 
     shared.labelled.load_labelled (the monitor's labelled rows)
     -> services.trainer.retrain_data: data version v<N>_retrain + the gate window (never trained on)
-    -> services.trainer.train.train_candidate -> services.trainer.gate.decide (a GateDecision)
-    -> `record` the decision in the job's hash (gate_decision, gate_onnx_sha256, gate_reason) BEFORE acting on it
+    -> services.trainer.train.train_candidate
     -> services.trainer.shadow: the candidate replayed on the newest logged predictions (metadata.json `shadow`;
        a shadow that cannot run is recorded with its reason and never fails the job)
+    -> services.trainer.gate.decide (a GateDecision; the shadow's figures, services.trainer.shadow_veto, are part
+       of it: metadata.json `gate.shadow`, and may keep a candidate the bootstrap would promote)
+    -> `record` the decision in the job's hash (gate_decision, gate_onnx_sha256, gate_reason) BEFORE acting on it
     -> register_once (under the registry's lock) -> record the version -> shared.pin.set_pin when it says promote
 
 `run_retrain` returns a `RetrainResult`; the worker writes `RetrainResult.job_fields()` into the job's Redis
@@ -32,6 +34,7 @@ from services.trainer.gate import PROMOTE, GateDecision, decide
 from services.trainer.retrain_data import build_retrain_version, split_labelled
 from services.trainer.shadow import DEFAULT_LAST
 from services.trainer.shadow import shadow as shadow_evaluation
+from services.trainer.shadow_veto import shadow_check
 from services.trainer.train import train_candidate
 from shared.atomic import locked
 from shared.config import Settings
@@ -93,8 +96,15 @@ def message_trigger(message: RetrainMessage) -> dict[str, Any]:
 
 
 def run_gate(
-    settings: Settings, *, paths: Paths, registry: Registry, candidate: Candidate, window: pd.DataFrame
+    settings: Settings,
+    *,
+    paths: Paths,
+    registry: Registry,
+    candidate: Candidate,
+    window: pd.DataFrame,
+    shadow: dict[str, Any] | None = None,
 ) -> GateDecision | None:
+    """The gate's decision on the labelled window, with the shadow record's figures (run_shadow) when given."""
     if window.empty:
         log.info("no labelled rows: candidate registered without a gate decision")
         return None
@@ -107,6 +117,7 @@ def run_gate(
         candidate_version_hint=hint,
         candidate_threshold=candidate.threshold,
         window=window,
+        shadow=None if shadow is None else shadow_check(settings.monitoring.gate, shadow),
     )
 
 
@@ -244,10 +255,12 @@ def run_retrain(
                     data_version,
                 )
     candidate = train_candidate(settings, data_version=data_version)
-    gate = run_gate(settings, paths=paths, registry=registry, candidate=candidate, window=window)
+    shadow_record = run_shadow(settings, paths=paths, candidate=candidate)
+    gate = run_gate(
+        settings, paths=paths, registry=registry, candidate=candidate, window=window, shadow=shadow_record
+    )
     if gate is not None:
         record(gate_decision=gate.decision, gate_onnx_sha256=gate.candidate.onnx_sha256, gate_reason=gate.reason)
-    shadow_record = run_shadow(settings, paths=paths, candidate=candidate)
     md, created = register_once(
         registry, candidate=candidate, trigger=message_trigger(message), gate=gate, shadow=shadow_record
     )

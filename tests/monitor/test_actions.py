@@ -112,3 +112,17 @@ def test_an_idle_loop_refreshes_the_page_only_when_what_was_done_moved_on(traine
     still = monitor.cycle(quiet_reports=True)
     assert still.paths.html_file is None and latest.stat().st_mtime_ns == before
     assert sorted(p.name for p in paths.reports_dir.iterdir()) == files  # no per-cycle files while idle
+
+
+def test_a_shadow_veto_reads_back_in_the_gate_step_and_the_page(trained, paths, redis_client):
+    shadow = {"verdict": "veto", "reason": "candidate expected cost 20.00 vs served 5.00 per 1,000: kept",
+              "status": "ok", "cost_margin": 1.0, "min_positives": 5, "labelled_rows": 400, "labelled_positives": 9}
+    register_candidate(paths, gate={**GATE, "decision": "keep", "shadow": shadow})
+    (chain,) = ActionsReader(paths=paths, redis_client=redis_client).read([]).chains
+    assert chain.outcome == "kept" and (chain.gate.shadow_verdict, chain.gate.shadow_reason) == ("veto", shadow["reason"])
+    assert "shadow <b>veto</b>: candidate expected cost 20.00 vs served 5.00" in actions_section(
+        ActionsReader(paths=paths, redis_client=redis_client).read([]))
+    # a decision recorded before the gate consulted the shadow has no such step
+    assert register_candidate(paths, message_id="older", gate=GATE)
+    older = [c for c in ActionsReader(paths=paths, redis_client=redis_client).read([]).chains if c.message_id == "older"]
+    assert older[0].gate.shadow_verdict is None
