@@ -13,9 +13,13 @@ for the baseline (the services and shared packages of `--baseline`, exported wit
 tree, alternating `--rounds` times, it clears the monitor's files and runs ONE monitor cycle (Monitor.cycle:
 ingest, measure, reports; no Redis) in a fresh process (bench/monitor_cycle.py): its wall seconds, its CPU
 seconds (the figure to trust on a shared, busy machine) and that process's peak RSS (resource.getrusage).
-It compares what the two computed (report, state, store tables, labelled bytes: monitor_cycle.fingerprint)
-and prints one JSON line per share: each tree's medians, the ratios baseline / this tree, and `identical`
-(the exit status is 1 if any share differs, naming the parts that do).
+It compares what the two ingested (the store's tables, offsets, counts and totals, the labelled file's bytes:
+monitor_cycle.fingerprint less the report and state, whose contents grew since the baseline: drift correction,
+the label-free estimate, the chain of actions) and prints one JSON line per share: each tree's medians, the
+ratios baseline / this tree, and `identical` (the exit status is 1 if any share differs, naming the parts that
+do). Each tree reads the project with its own config.yaml (the baseline's from the baseline commit, pointed at the
+same volume), and this tree's with `logs.compact_each_cycle` off: the cycle measured is ingest, measure and
+reports; compacting closed log segments into Parquet is measured apart (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -115,9 +119,36 @@ def baseline_tree(ref: str, into: Path) -> Path:
     return into
 
 
-def run_cycle(config: Path, tree: Path, out: Path) -> dict:
-    """One cycle in a fresh process importing `tree`'s services and shared (bench/monitor_cycle.py)."""
-    clear_monitor(config)
+# The fingerprint's parts both trees must agree on: what was ingested (the report and state carry more since).
+INGESTED = ("labelled", "pending", "orphans", "inputs", "windows", "offsets", "totals", "counts")
+
+
+def tree_configs(config: Path, ref: str | None, work: Path) -> dict[str, Path]:
+    """config.yaml per tree: this tree's with compaction off; the baseline's own (from `ref`) on the same volume."""
+    import yaml
+
+    from shared.config import load_settings
+
+    volume = str(load_settings(config, env={}).volume)
+    current = yaml.safe_load(config.read_text())
+    current["volume_root"] = volume
+    current.setdefault("logs", {})["compact_each_cycle"] = False
+    out = {"current": work / "config.current.yaml"}
+    out["current"].write_text(yaml.safe_dump(current, sort_keys=False))
+    if ref is not None:
+        text = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:config.yaml"], capture_output=True, text=True,
+                              check=True).stdout  # fmt: skip
+        base = yaml.safe_load(text)
+        base["volume_root"] = volume
+        out["baseline"] = work / "config.baseline.yaml"
+        out["baseline"].write_text(yaml.safe_dump(base, sort_keys=False))
+    return out
+
+
+def run_cycle(config: Path, tree: Path, out: Path, *, project: Path) -> dict:
+    """One cycle in a fresh process importing `tree`'s services and shared (bench/monitor_cycle.py), reading the
+    project with `config` (the tree's own); the monitor's files are cleared first (through `project`'s config)."""
+    clear_monitor(project)
     env = dict(os.environ, PYTHONPATH=str(tree))
     child = subprocess.run(
         [sys.executable, str(CYCLE), str(config), str(out)], cwd=tree, env=env, capture_output=True, text=True
@@ -152,20 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     trees = {"current": ROOT}
     if not args.no_baseline:
         trees = {"baseline": baseline_tree(args.baseline, work / "baseline"), **trees}
+    configs = tree_configs(config, None if args.no_baseline else args.baseline, work)
     status = 0
     for share in (float(s) for s in args.shares.split(",")):
         written = write_logs(config, args.rows, share)
         runs: dict[str, list[dict]] = {name: [] for name in trees}
         for _ in range(args.rounds):
             for name, tree in trees.items():
-                runs[name].append(run_cycle(config, tree, work / f"{name}.json"))
+                runs[name].append(run_cycle(configs[name], tree, work / f"{name}.json", project=config))
         result: dict = {"labelled_share": share, **written}
         for name, cycles in runs.items():
             fields = ("seconds", "cpu_seconds", "ingest_seconds", "peak_rss_mb")
             result[name] = {f: round(statistics.median(c[f] for c in cycles), 2) for f in fields}
             result[name] |= {f: cycles[0][f] for f in ("joined", "pending_after")}
             result[name]["per_round"] = [[c["seconds"], c["cpu_seconds"]] for c in cycles]
-        prints = [c["fingerprint"] for cycles in runs.values() for c in cycles]
+        prints = [{k: c["fingerprint"].get(k) for k in INGESTED} for cycles in runs.values() for c in cycles]
         diff = sorted({d for p in prints[1:] for d in differences(prints[0], p)})
         result["identical"] = not diff
         if diff:
