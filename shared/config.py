@@ -218,6 +218,16 @@ def _read_secret(var: str, path: str) -> str:
     return secret
 
 
+# Keys an earlier config.yaml had, and what replaced them: an old file is refused with the way forward.
+RETIRED_KEYS = {
+    "monitoring.thresholds.ks_pvalue": "a feature's drift is judged on adjusted p-values: monitoring.drift.alpha "
+    "and monitoring.drift.correction",
+    "monitoring.thresholds.chi2_pvalue": "a feature's drift is judged on adjusted p-values: monitoring.drift.alpha "
+    "and monitoring.drift.correction",
+    "deployment.input_ranges": "each numeric feature's range in the dataset section (dataset.features)",
+}
+
+
 def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] | None = None) -> Settings:
     """Load and validate config.yaml; raise ConfigError with one line naming file, key and reason."""
     cfg_path = resolve_config_path(path)
@@ -239,7 +249,7 @@ def load_settings(path: str | os.PathLike | None = None, *, env: dict[str, str] 
     try:
         return _validate(raw)
     except ValidationError as e:
-        raise ConfigError(f"{cfg_path}: {explain(e)}") from e
+        raise ConfigError(f"{cfg_path}: {explain(e, retired=RETIRED_KEYS)}") from e
 
 
 def _validate(raw: dict) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -60,13 +61,14 @@ class ReplayError(ClockworkError):
     """Traffic replay could not run: the data set is unknown or the inference service does not answer."""
 
 
-def explain(err: ValidationError, *, max_input: int = 60) -> str:
+def explain(err: ValidationError, *, max_input: int = 60, retired: Mapping[str, str] | None = None) -> str:
     """A pydantic error in one line: the key (dotted), the reason and what was found; every missing key named.
 
     Unknown keys come first: a typo such as `n_estimatorz` also makes its neighbour `n_estimators` missing,
     and the unknown key is the cause. e.g. `metrics.f1: required key is missing`,
     `model_params.n_estimatorz: unknown key; required key missing: model_params.n_estimators`, or
-    `offsets.predictions/a.jsonl: Input should be a valid integer (got 'x')`.
+    `offsets.predictions/a.jsonl: Input should be a valid integer (got 'x')`. An unknown key found in `retired`
+    (dotted key -> what replaced it) says what to write instead.
     """
     errors = err.errors(include_url=False)
     missing = [".".join(str(p) for p in e["loc"]) or "(top level)" for e in errors if e["type"] == "missing"]
@@ -76,6 +78,8 @@ def explain(err: ValidationError, *, max_input: int = 60) -> str:
         first = others[0]
         key = ".".join(str(p) for p in first["loc"])
         msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        if first["type"] == "extra_forbidden" and retired and key in retired:
+            msg += f" (retired: {retired[key]})"
         if first["type"] not in ("json_invalid", "extra_forbidden") and "input" in first:
             shown = repr(first["input"])
             msg += f" (got {shown[:max_input]}{'...' if len(shown) > max_input else ''})"

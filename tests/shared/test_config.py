@@ -145,6 +145,21 @@ def test_a_typo_names_the_unknown_key_first(tmp_path):
     assert "required key missing: model_params.n_estimators" in message
 
 
+def test_a_retired_key_says_what_replaced_it(tmp_path):
+    """A config.yaml from before the drift correction keeps ks_pvalue: refused, naming monitoring.drift.alpha."""
+    path = write_project(tmp_path)
+    _edit(path, lambda c: c["monitoring"]["thresholds"].update(ks_pvalue=0.01))
+    with pytest.raises(ConfigError) as err:
+        load_settings(path, env={})
+    message = str(err.value)
+    assert message.startswith(f"{path}: monitoring.thresholds.ks_pvalue: unknown key (retired: "), message
+    assert "monitoring.drift.alpha" in message
+    _edit(path, lambda c: c["monitoring"]["thresholds"].pop("ks_pvalue"))
+    _edit(path, lambda c: c["monitoring"]["thresholds"].update(ks_pvaleu=0.01))  # a typo is only unknown
+    with pytest.raises(ConfigError, match=r"ks_pvaleu: unknown key$"):
+        load_settings(path, env={})
+
+
 def test_replay_follows_the_port_when_no_replay_url_is_set(tmp_path):
     path = write_project(tmp_path)
     assert load_settings(path, env={}).replay_url == "http://127.0.0.1:8000"
