@@ -36,6 +36,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def fsync_dir(path: Path) -> None:
+    """fsync a folder (its entries) or a file already written and closed (its bytes)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

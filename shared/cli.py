@@ -47,7 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 def answer(text: str) -> None:
     """A command's answer on stdout (logs go to stderr), one line or a block ending with a newline."""
-    print(text, flush=True)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 class Cli:

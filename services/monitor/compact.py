@@ -227,7 +227,7 @@ class Compactor:
             name = logtables.file_name(seg.path.name, digest.hexdigest())
             for part, (tmp, writer) in sorted(writers.items()):
                 writer.close()
-                _fsync_file(tmp)
+                fsync_dir(tmp)  # a closed file: its bytes
                 final = tmp.with_name(name)
                 os.replace(tmp, final)
                 fsync_dir(final.parent)
@@ -343,10 +343,3 @@ def _sha256_or_none(path: Path) -> str | None:
     except FileNotFoundError:
         return None
 
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
